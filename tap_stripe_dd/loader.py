@@ -1,0 +1,87 @@
+"""`target-duckdb-dd`: target-duckdb 0.8.0 with the two bugs that lose data fixed.
+
+1. Its CSV `COPY` lets DuckDB guess whether the first line is a header. From duckdb 1.3 on the
+   guess is often "yes" when a column holds time-zoned date-times, and the first row of every
+   batch silently disappears. Every `COPY` it runs here says `header false`.
+2. When a stream's row count is an exact multiple of `batch_size_rows`, the last flush happens
+   before the tap's final STATE arrives, and that STATE is never forwarded: the bookmark is lost
+   and the next run re-reads everything. Here, once all input is loaded, the latest STATE is
+   forwarded if it was not already.
+
+Everything else is upstream's code, unchanged; Meltano runs this as the `target-duckdb` loader.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import target_duckdb
+
+UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
+FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
+UPSTREAM_PERSIST_LINES = target_duckdb.persist_lines
+UPSTREAM_EMIT_STATE = target_duckdb.emit_state
+
+
+class HeaderlessCopyConnection:
+    """A DuckDB connection whose CSV `COPY … FROM` never treats a data row as a header."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def execute(self, query: str, *args: Any) -> Any:
+        if query.startswith("COPY ") and UPSTREAM_COPY in query:
+            query = query.replace(UPSTREAM_COPY, FIXED_COPY)
+        return self._connection.execute(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+class StateTracker:
+    """Remembers the last STATE the tap sent and the last one this target emitted."""
+
+    def __init__(self) -> None:
+        self.received: Any = None
+        self.emitted: Any = None
+
+    def watch(self, lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            if '"STATE"' in line:
+                message = json.loads(line)
+                if message.get("type") == "STATE":
+                    self.received = message.get("value")
+            yield line
+
+    def emit(self, state: Any) -> None:
+        UPSTREAM_EMIT_STATE(state)
+        if state is not None:
+            self.emitted = state
+
+    def forward_final(self) -> None:
+        """Called after upstream flushed everything: the tap's last STATE is now safe to emit."""
+        if self.received is not None and self.received != self.emitted:
+            self.emit(self.received)
+
+
+def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
+    """Upstream's `persist_lines` with both fixes around it."""
+    tracker = StateTracker()
+    target_duckdb.emit_state = tracker.emit
+    try:
+        UPSTREAM_PERSIST_LINES(HeaderlessCopyConnection(connection), config, tracker.watch(lines))
+    finally:
+        target_duckdb.emit_state = UPSTREAM_EMIT_STATE
+    tracker.forward_final()
+
+
+def main() -> None:
+    target_duckdb.persist_lines = persist_lines
+    target_duckdb.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
