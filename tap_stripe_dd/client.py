@@ -1,0 +1,324 @@
+"""The one Stripe base stream: URL, auth, headers, pagination, params, slices and state, retries
+and error translation. A concrete stream only names its endpoint and its filters."""
+
+from __future__ import annotations
+
+import calendar
+import time
+import typing as t
+from collections.abc import Generator, Iterable, Iterator
+from datetime import datetime, timezone
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+import msgspec
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.schema import SchemaDirectory, StreamSchema
+
+from tap_stripe_dd.errors import UserError
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+DEFAULT_API_URL = "https://api.stripe.com"
+STRIPE_VERSION = "2024-06-20"
+#: Stripe opened in 2011: with neither bookmark nor start_date, history starts here.
+STRIPE_EPOCH = calendar.timegm((2011, 1, 1, 0, 0, 0))
+DAY = 86_400
+MAX_RETRY_WAIT = 60.0
+
+Plan = dict[str, "Plan | None"]
+"""Where the Unix-time fields are in a record: `None` marks one, a dict descends into an object."""
+
+
+def schemas_dir() -> Path:
+    """The schemas ship inside the wheel; an editable install reads the repo's `schemas/`."""
+    packaged = Path(str(resources.files("tap_stripe_dd"))) / "schemas"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
+
+
+def to_unix(value: str) -> int:
+    """Parse an RFC 3339 / ISO 8601 date-time (naive means UTC) into Unix seconds."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+def to_rfc3339(unix: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def datetime_plan(schema: dict) -> Plan:
+    """Walk a JSON schema once to find every `date-time` field, so records convert without it."""
+    plan: Plan = {}
+    for name, node in schema.get("properties", {}).items():
+        items = node.get("items", node)
+        if node.get("format") == "date-time":
+            plan[name] = None
+        elif sub := datetime_plan(items):
+            plan[name] = sub
+    return plan
+
+
+def apply_plan(value: t.Any, plan: Plan) -> None:
+    """Turn Stripe's Unix-time integers into RFC 3339 strings, in place, objects and lists alike."""
+    if isinstance(value, list):
+        for item in value:
+            apply_plan(item, plan)
+        return
+    if not isinstance(value, dict):
+        return
+    for name, sub in plan.items():
+        field = value.get(name)
+        if sub is None:
+            if isinstance(field, int) and not isinstance(field, bool):
+                value[name] = to_rfc3339(field)
+        elif field is not None:
+            apply_plan(field, sub)
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """Stripe echoes keys as `sk_test_****abcd`; never let more than the last four through."""
+    if secret and len(secret) > 4:
+        text = text.replace(secret, "****" + secret[-4:])
+    return text
+
+
+class StripeAPIError(FatalAPIError):
+    """A response the run cannot get past: shown as one line, never with the key or the body."""
+
+
+class StripePaginator(BaseAPIPaginator[str | None]):
+    """Stripe's cursor: `starting_after` the last id of a page while `has_more` says so."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def get_next(self, response: requests.Response) -> str | None:
+        body = StripeStream.body(response)
+        if body.get("has_more") and body.get("data"):
+            return str(body["data"][-1]["id"])
+        return None
+
+
+class StripeStream(RESTStream[str | None]):
+    """A Stripe list endpoint, synced incrementally on `created` in resumable slices.
+
+    Stripe lists newest first and cannot sort ascending, so the SDK's own bookmark (which only
+    moves with sorted records) cannot make a run resumable. Instead the run's window, from the
+    bookmark minus `lookback_seconds` (or `start_date`, or 2011) up to the moment the run started
+    (or `end_date`), is cut into half-open `created` slices `[gte, lt)` of `slice_days`, walked
+    oldest first. Records never move the bookmark; a slice that has been emitted in full does, to
+    its end, followed by a STATE message. A run that dies resumes at the first incomplete slice,
+    and objects on a slice edge belong to exactly one slice.
+    """
+
+    primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)
+    replication_key = "created"
+    is_sorted = False
+    records_jsonpath = "$.data[*]"
+    schema = StreamSchema(SchemaDirectory(schemas_dir()))
+    # The schema-driven date-time conversion below already makes records match their schema;
+    # the SDK's generic conformance pass would only cost time.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    #: The query parameters Stripe filters this endpoint by, settable under `filters.<stream>`.
+    filters: t.ClassVar[tuple[str, ...]] = ()
+    #: Filters Stripe does not offer for this endpoint, applied by the tap to each record.
+    local_filters: t.ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def url_base(self) -> str:
+        return self.config.get("api_url", DEFAULT_API_URL).rstrip("/") + "/v1"
+
+    @property
+    def http_headers(self) -> dict:
+        headers = {
+            "Authorization": f"Bearer {self.config['api_key']}",
+            "Stripe-Version": self.config.get("stripe_version", STRIPE_VERSION),
+            "User-Agent": "tap-stripe-dd",
+        }
+        if account := self.config.get("account_id"):
+            headers["Stripe-Account"] = account
+        return headers
+
+    @property
+    def timeout(self) -> int:
+        return int(self.config.get("request_timeout", 60))
+
+    def get_new_paginator(self) -> StripePaginator:
+        return StripePaginator()
+
+    @cached_property
+    def _filter_config(self) -> dict[str, t.Any]:
+        return dict(self.config.get("filters", {}).get(self.name, {}))
+
+    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
+        assert context is not None, "requests are always made for a slice"
+        params: dict[str, t.Any] = {
+            "limit": self.config.get("page_size", 100),
+            "created[gte]": context["gte"],
+            "created[lt]": context["lt"],
+        }
+        for name in self.filters:
+            value = self._filter_config.get(name)
+            if isinstance(value, dict):
+                params.update({f"{name}[{op}]": bound for op, bound in value.items()})
+            elif value is not None:
+                params[name] = value
+        if next_page_token:
+            params["starting_after"] = next_page_token
+        return params
+
+    # Responses: decoded once, errors translated.
+
+    @staticmethod
+    def body(response: requests.Response) -> dict:
+        """The decoded JSON body, cached on the response: pagination and parsing both need it."""
+        cached = getattr(response, "_stripe_body", None)
+        if cached is None:
+            cached = msgspec.json.decode(response.content)
+            response._stripe_body = cached  # type: ignore[attr-defined]
+        return cached
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        return self.body(response).get("data", [])
+
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        should_retry = response.headers.get("Stripe-Should-Retry")
+        if status < 400:
+            try:
+                body = self.body(response)
+            except (msgspec.DecodeError, ValueError) as exc:
+                msg = f"{self.path}: Stripe sent a body that is not JSON (status {status})"
+                raise RetriableAPIError(msg, response) from exc
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                msg = f"{self.path}: Stripe sent JSON that is not a list of objects"
+                raise RetriableAPIError(msg, response)
+            return
+        message = self.response_error_message(response)
+        if should_retry == "false":
+            raise StripeAPIError(message)
+        if status in (409, 429) or status >= 500 or should_retry == "true":
+            raise RetriableAPIError(message, response)
+        raise StripeAPIError(message)
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """Stripe's error type, code and message only: the body and headers may carry secrets."""
+        status = response.status_code
+        try:
+            error = msgspec.json.decode(response.content).get("error", {})
+        except (msgspec.DecodeError, AttributeError):
+            error = {}
+        stripe_says = " ".join(
+            part
+            for part in (
+                f"({error.get('type')}{'/' + error['code'] if error.get('code') else ''})"
+                if error.get("type")
+                else "",
+                error.get("message") or response.reason or "",
+            )
+            if part
+        )
+        stripe_says = mask_secret(stripe_says, self.config.get("api_key"))
+        if status == 401:
+            problem = "the API key was rejected (invalid, revoked or for another account)"
+        elif status == 403:
+            problem = "the API key lacks a permission this stream needs (restricted key?)"
+        else:
+            problem = f"HTTP {status}"
+        return f"GET {self.path}: {problem}: {stripe_says}".rstrip(": ")
+
+    # Retries: exponential backoff with jitter, but Stripe's Retry-After wins when it is given.
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 8)) + 1
+
+    def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
+        first_wait = float(self.config.get("retry_initial_wait", 1.0))
+        exc = yield 0.0  # backoff primes the generator, then sends each failure in
+        attempt = 0
+        while True:
+            response = getattr(exc, "response", None)
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            wait = min(MAX_RETRY_WAIT, first_wait * 2**attempt)
+            if retry_after and retry_after.replace(".", "", 1).isdigit():
+                wait = min(MAX_RETRY_WAIT, float(retry_after))
+            attempt += 1
+            exc = yield wait
+
+    # Records: Unix times become RFC 3339, local filters drop what does not match.
+
+    @cached_property
+    def _datetime_plan(self) -> Plan:
+        return datetime_plan(self.schema)
+
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        for name in self.local_filters:
+            wanted = self._filter_config.get(name)
+            if wanted is not None and row.get(name) != wanted:
+                return None
+        apply_plan(row, self._datetime_plan)
+        return row
+
+    # Slices and state.
+
+    def _increment_stream_state(
+        self, latest_record: dict, *, context: Context | None = None
+    ) -> None:
+        """Records never move the bookmark: completed slices do (see the class docstring)."""
+
+    def sync_window(self) -> tuple[int, int]:
+        """The `created` range this run covers: `[start, end)` in Unix seconds."""
+        now = int(self._tap.run_started)
+        end = min(now, to_unix(self.config["end_date"])) if self.config.get("end_date") else now
+        start = (
+            to_unix(self.config["start_date"]) if self.config.get("start_date") else STRIPE_EPOCH
+        )
+        bookmark = self.stream_state.get("replication_key_value")
+        if bookmark:
+            bookmark_ts = to_unix(bookmark)
+            if bookmark_ts > now:
+                msg = (
+                    f"the state's bookmark for stream '{self.name}' ({bookmark}) is in the "
+                    "future; fix or remove the state before syncing"
+                )
+                raise UserError(msg)
+            start = max(start, bookmark_ts - int(self.config.get("lookback_seconds", 600)))
+        return start, max(start, end)
+
+    def slices(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        step = int(float(self.config.get("slice_days", 30)) * DAY) or 1
+        for gte in range(start, end, step):
+            yield gte, min(gte + step, end)
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        start, end = self.sync_window()
+        for gte, lt in self.slices(start, end):
+            yield from self.request_records({"gte": gte, "lt": lt})
+            self._complete_slice(lt)
+
+    def _complete_slice(self, end: int) -> None:
+        """Every record of the slice has been written: move the bookmark and say so."""
+        bookmark = to_rfc3339(end)
+        previous = self.stream_state.get("replication_key_value")
+        if previous and to_unix(previous) >= end:
+            return
+        self.stream_state.update(
+            replication_key=self.replication_key, replication_key_value=bookmark
+        )
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,193 @@
+"""The tap: its settings, their checks, and its six streams."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from urllib.parse import urlparse
+
+import requests
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+
+from tap_stripe_dd.client import (
+    DEFAULT_API_URL,
+    STRIPE_VERSION,
+    StripeStream,
+    is_loopback,
+    mask_secret,
+    to_unix,
+)
+from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.streams import STREAM_TYPES
+
+KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
+
+
+def _filter_type(stream: type[StripeStream]) -> th.ObjectType:
+    """One object per stream, closed: a misspelt filter is an error, never silently ignored."""
+    values = th.CustomType(
+        {"type": ["string", "integer", "object"], "additionalProperties": {"type": "integer"}}
+    )
+    names = stream.filters + stream.local_filters
+    return th.ObjectType(
+        *(th.Property(name, values) for name in names), additional_properties=False
+    )
+
+
+class TapStripe(Tap):
+    """Stripe's balance transactions, charges, customers, disputes, payouts and refunds."""
+
+    name = "tap-stripe-dd"
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_key",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="Stripe secret key (sk_live_…, sk_test_…) or restricted key (rk_live_…, "
+            "rk_test_…) with read access to the six resources.",
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            description="Sync objects created at or after this time (RFC 3339); default: all.",
+        ),
+        th.Property(
+            "end_date",
+            th.DateTimeType,
+            description="Sync objects created before this time; default: when the run starts.",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            default=DEFAULT_API_URL,
+            description="Base URL of the API; plain http:// is allowed only for loopback hosts "
+            "(the local emulator).",
+        ),
+        th.Property(
+            "account_id",
+            th.StringType,
+            description="A connected account (acct_…) to read, sent as the Stripe-Account header.",
+        ),
+        th.Property(
+            "stripe_version",
+            th.StringType,
+            default=STRIPE_VERSION,
+            description="The Stripe-Version header, pinned so that object shapes do not drift.",
+        ),
+        th.Property(
+            "page_size",
+            th.IntegerType(minimum=1, maximum=100),
+            default=100,
+            description="Objects per list request (Stripe's `limit`, 1 to 100).",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType(exclusive_minimum=0),
+            default=60,
+            description="Seconds to wait for one response before retrying it.",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType(minimum=0),
+            default=8,
+            description="Retries of a request that failed with 429, 5xx, a timeout or a bad body.",
+        ),
+        th.Property(
+            "retry_initial_wait",
+            th.NumberType(minimum=0),
+            default=1.0,
+            description="Seconds before the first retry; doubles each time (Retry-After wins).",
+        ),
+        th.Property(
+            "lookback_seconds",
+            th.IntegerType(minimum=0),
+            default=600,
+            description="Each incremental run re-reads this many seconds before the bookmark, "
+            "for objects that Stripe lists only some time after their `created`.",
+        ),
+        th.Property(
+            "slice_days",
+            th.NumberType(exclusive_minimum=0),
+            default=30,
+            description="Length of a `created` slice; the bookmark moves after each slice.",
+        ),
+        th.Property(
+            "filters",
+            th.ObjectType(
+                *(th.Property(stream.name, _filter_type(stream)) for stream in STREAM_TYPES),
+                additional_properties=False,
+            ),
+            description="Stripe's optional list parameters, per stream, e.g. "
+            '{"charges": {"customer": "cus_…"}, "payouts": {"arrival_date": {"gte": 1700000000}}}. '
+            "customers.currency is applied by the tap to each record (Stripe cannot filter by it).",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.run_started = time.time()
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def discover_streams(self) -> list[StripeStream]:
+        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """JSON-schema checks first, then what a schema cannot say; no message echoes the key."""
+        key = self.config.get("api_key")
+        errors = [
+            mask_secret(error, key)
+            for error in super()._validate_config(raise_errors=False) + self._semantic_errors()
+        ]
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors)
+        return errors
+
+    def _semantic_errors(self) -> list[str]:
+        config = self.config
+        errors = []
+        key = config.get("api_key")
+        if isinstance(key, str) and not KEY_SHAPE.match(key):
+            errors.append(
+                "api_key does not look like a Stripe secret or restricted key: it must start "
+                "with sk_live_, sk_test_, rk_live_ or rk_test_"
+            )
+        dates = {}
+        for name in ("start_date", "end_date"):
+            if value := config.get(name):
+                try:
+                    dates[name] = to_unix(str(value))
+                except ValueError:
+                    errors.append(
+                        f"{name} {value!r} is not a date-time such as 2024-01-01T00:00:00Z"
+                    )
+        if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
+            errors.append("end_date must be after start_date")
+        url = str(config.get("api_url", DEFAULT_API_URL))
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            errors.append(f"api_url {url!r} is not an http(s) URL")
+        elif parsed.scheme == "http" and not is_loopback(url):
+            errors.append("api_url must use https:// unless the host is loopback (127.0.0.1)")
+        if (account := config.get("account_id")) and not str(account).startswith("acct_"):
+            errors.append("account_id must look like acct_…")
+        return errors
+
+
+def main() -> None:
+    """The SDK's CLI, with a user's mistake or a dead end at Stripe shown as one line."""
+    try:
+        TapStripe.cli()
+    except UserError as exc:
+        print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
+        print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
