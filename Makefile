@@ -1,0 +1,36 @@
+# The two commands: `make demo` (the main job) and `make test` (the whole suite).
+# Each sets up everything it needs on a fresh machine (Python 3.11+ and a package index).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test soak bench lint schemas clean
+
+demo: $(VENV)/.installed
+	$(BIN)/stripe-dd demo
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+soak: $(VENV)/.installed
+	$(BIN)/pytest -m soak
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+schemas: $(VENV)/.installed
+	$(BIN)/python scripts/generate_schemas.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .meltano output
