@@ -15,11 +15,11 @@ from urllib.parse import urlparse
 
 import msgspec
 import requests
-from singer_sdk import RESTStream
+from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers._typing import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
-from singer_sdk.schema import SchemaDirectory, StreamSchema
+from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.errors import UserError
 

@@ -184,9 +184,24 @@ def main() -> None:
     except UserError as exc:
         print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
+    except (FatalAPIError, RetriableAPIError) as exc:
         print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except requests.RequestException as exc:
+        print(f"tap-stripe-dd: error: {network_error_message(exc)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def network_error_message(exc: requests.RequestException) -> str:
+    """requests' own text is a paragraph of pool internals; say where and what, once."""
+    url = urlparse(getattr(exc.request, "url", None) or "")
+    if isinstance(exc, requests.Timeout):
+        what = "no response in time"
+    elif "refused" in str(exc):
+        what = "connection refused"
+    else:
+        what = "connection failed"
+    return f"could not reach {url.scheme}://{url.netloc} ({what}, retries exhausted)"
 
 
 if __name__ == "__main__":
