@@ -4,9 +4,11 @@ and error translation. A concrete stream only names its endpoint and its filters
 from __future__ import annotations
 
 import calendar
+import queue
+import threading
 import time
 import typing as t
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable
 from datetime import datetime, timezone
 from functools import cached_property
 from importlib import resources
@@ -22,6 +24,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.slices import Slice, SliceScheduler
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -91,8 +94,31 @@ def mask_secret(text: str, secret: str | None) -> str:
     return text
 
 
+def retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
 class StripeAPIError(FatalAPIError):
     """A response the run cannot get past: shown as one line, never with the key or the body."""
+
+
+class Channel:
+    """Fetchers to their stream's thread: bounded, so memory stays flat, and closed by the
+    reader when it stops, so that no fetcher waits forever on a reader that has gone."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
+        self.closed = threading.Event()
+
+    def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
 
 
 class StripePaginator(BaseAPIPaginator[str | None]):
@@ -153,6 +179,24 @@ class StripeStream(RESTStream[str | None]):
     def timeout(self) -> int:
         return int(self.config.get("request_timeout", 60))
 
+    @property
+    def requests_session(self) -> requests.Session:
+        """One session per fetcher thread: connections are reused, never shared across threads."""
+        local = self._tap.thread_local
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session
+
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """Every attempt, retries included, first waits for the run's shared rate limiter."""
+        limiter = self._tap.rate_limiter
+
+        def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+            limiter.acquire(self.path)
+            return func(*args, **kwargs)
+
+        return super().request_decorator(limited)
+
     def get_new_paginator(self) -> StripePaginator:
         return StripePaginator()
 
@@ -205,6 +249,8 @@ class StripeStream(RESTStream[str | None]):
                 raise RetriableAPIError(msg, response)
             return
         message = self.response_error_message(response)
+        if status == 429:
+            self._tap.rate_limiter.pause(self.path, retry_after_seconds(response) or 1.0)
         if should_retry == "false":
             raise StripeAPIError(message)
         if status in (409, 429) or status >= 500 or should_retry == "true":
@@ -248,10 +294,8 @@ class StripeStream(RESTStream[str | None]):
         attempt = 0
         while True:
             response = getattr(exc, "response", None)
-            retry_after = response.headers.get("Retry-After") if response is not None else None
-            wait = min(MAX_RETRY_WAIT, first_wait * 2**attempt)
-            if retry_after and retry_after.replace(".", "", 1).isdigit():
-                wait = min(MAX_RETRY_WAIT, float(retry_after))
+            retry_after = retry_after_seconds(response) if response is not None else None
+            wait = min(MAX_RETRY_WAIT, retry_after or first_wait * 2**attempt)
             attempt += 1
             exc = yield wait
 
@@ -295,19 +339,68 @@ class StripeStream(RESTStream[str | None]):
             start = max(start, bookmark_ts - int(self.config.get("lookback_seconds", 600)))
         return start, max(start, end)
 
-    def slices(self, start: int, end: int) -> Iterator[tuple[int, int]]:
-        step = int(float(self.config.get("slice_days", 30)) * DAY) or 1
-        for gte in range(start, end, step):
-            yield gte, min(gte + step, end)
+    @property
+    def concurrency(self) -> int:
+        return int(self.config.get("max_concurrency") or self._tap.default_concurrency)
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
+        """Fetchers walk slices in threads; this generator, in the stream's own thread, yields
+        their pages to the SDK's writer and moves the bookmark as slices complete."""
         start, end = self.sync_window()
-        for gte, lt in self.slices(start, end):
-            yield from self.request_records({"gte": gte, "lt": lt})
-            self._complete_slice(lt)
+        step = max(1, int(float(self.config.get("slice_days", 30)) * DAY))
+        scheduler = SliceScheduler(start, end, step)
+        channel = Channel(size=2 * self.concurrency)
+        for _ in range(self.concurrency):
+            threading.Thread(target=self._fetch, args=(scheduler, channel), daemon=True).start()
+        running = self.concurrency
+        try:
+            while running:
+                kind, piece, payload = self._tap.wait_for(channel.queue)
+                if kind == "records":
+                    yield from payload
+                elif kind == "done":
+                    self._complete_slice(scheduler.complete(piece))
+                elif kind == "error":
+                    raise payload
+                else:
+                    running -= 1
+        finally:
+            channel.closed.set()
+
+    def _fetch(self, scheduler: SliceScheduler, channel: Channel) -> None:
+        """One fetcher: takes slices until none are left, pages through each with the SDK."""
+        page_size = int(self.config.get("page_size", 100))
+        try:
+            while piece := scheduler.take():
+                page: list[dict] = []
+                first_page = True
+                for record in self.request_records(piece.params):
+                    page.append(record)
+                    if len(page) < page_size:
+                        continue
+                    if first_page and self.concurrency > 1:
+                        self._split_if_dense(scheduler, piece, record["created"])
+                    first_page = False
+                    if not channel.send(("records", piece, page)):
+                        return
+                    page = []
+                sent = channel.send(("records", piece, page))
+                if not (sent and channel.send(("done", piece, None))):
+                    return
+        except Exception as exc:  # handed to the stream's thread, which raises it
+            channel.send(("error", None, exc))
+        finally:
+            channel.send(("exit", None, None))
+
+    def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice, oldest: int) -> None:
+        """A first page that spans little of its slice means many pages to come: share them."""
+        covered = max(1, piece.lt - oldest)
+        pages_left = (oldest - piece.gte) / covered
+        if pages_left > 2:
+            scheduler.split(piece, oldest, min(self.concurrency, int(pages_left)))
 
     def _complete_slice(self, end: int) -> None:
-        """Every record of the slice has been written: move the bookmark and say so."""
+        """Everything created before `end` has been written: move the bookmark and say so."""
         bookmark = to_rfc3339(end)
         previous = self.stream_state.get("replication_key_value")
         if previous and to_unix(previous) >= end:

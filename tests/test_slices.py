@@ -1,0 +1,90 @@
+"""Slice bookkeeping and the rate limiter, on their own: the invariants concurrency rests on."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tap_stripe_dd.ratelimit import RateLimiter
+from tap_stripe_dd.slices import SliceScheduler
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 1_000),
+    length=st.integers(1, 5_000),
+    step=st.integers(1, 800),
+    script=st.lists(st.tuples(st.integers(0, 7), st.floats(0, 1), st.integers(1, 6)), max_size=60),
+)
+def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_work(
+    start, length, step, script
+):
+    end = start + length
+    scheduler = SliceScheduler(start, end, step)
+    open_slices, emitted, bookmark = [], [], start
+    for choice, where, parts in script:
+        if choice < 3 and (piece := scheduler.take()):
+            open_slices.append(piece)
+        elif choice < 5 and open_slices:
+            piece = open_slices[int(where * len(open_slices)) % len(open_slices)]
+            oldest = piece.gte + int(where * (piece.lt - piece.gte))
+            scheduler.split(piece, oldest, parts)
+            assert piece.params == {"gte": piece.gte, "lt": piece.lt}
+        elif open_slices:
+            piece = open_slices.pop(int(where * len(open_slices)) % len(open_slices))
+            emitted.append((piece.gte, piece.lt))
+            new = scheduler.complete(piece)
+            assert new >= bookmark, "the bookmark moved back"
+            bookmark = new
+            unfinished = [p.gte for p in open_slices]
+            assert all(bookmark <= gte for gte in unfinished)
+    while piece := scheduler.take():
+        open_slices.append(piece)
+    for piece in open_slices:
+        emitted.append((piece.gte, piece.lt))
+        bookmark = scheduler.complete(piece)
+    assert bookmark == end
+    covered = sorted(emitted)
+    assert covered[0][0] == start and covered[-1][1] == end
+    for (_, lt), (gte, _) in itertools.pairwise(covered):
+        assert lt == gte, "a gap or an overlap between slices"
+
+
+def test_rate_limiter_holds_an_endpoint_and_the_account_to_their_rates():
+    limiter = RateLimiter(per_endpoint=30, per_account=50)
+    stamps: dict[str, list[float]] = {"/a": [], "/b": []}
+
+    def hammer(endpoint: str) -> None:
+        for _ in range(25):
+            limiter.acquire(endpoint)
+            stamps[endpoint].append(time.monotonic())
+
+    threads = [threading.Thread(target=hammer, args=(e,)) for e in ("/a", "/a", "/b", "/b")]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    # 100 requests at 50/s with one second's burst banked: at least (100 - 50) / 50 s.
+    assert elapsed >= (100 - 50) / 50 * 0.95
+    for endpoint_stamps in stamps.values():
+        in_any_second = max(
+            sum(1 for s in endpoint_stamps if t0 <= s < t0 + 1) for t0 in endpoint_stamps
+        )
+        assert in_any_second <= 30 + 30  # rate plus one second's burst
+
+
+def test_a_429_pauses_the_whole_endpoint():
+    limiter = RateLimiter(per_endpoint=1000, per_account=1000)
+    limiter.pause("/a", 0.3)
+    began = time.monotonic()
+    limiter.acquire("/a")
+    assert time.monotonic() - began >= 0.25
+    began = time.monotonic()
+    limiter.acquire("/b")
+    assert time.monotonic() - began < 0.1
