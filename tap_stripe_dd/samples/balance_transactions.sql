@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/balance_transactions`
+LIMIT 1000

@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/charges`
+LIMIT 1000

@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/customers`
+LIMIT 1000

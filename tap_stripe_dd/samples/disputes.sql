@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/disputes`
+LIMIT 1000

@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/payouts`
+LIMIT 1000

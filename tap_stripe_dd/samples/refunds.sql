@@ -1,0 +1,2 @@
+SELECT * FROM `mystripeapi`.`/refunds`
+LIMIT 1000
