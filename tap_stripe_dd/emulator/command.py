@@ -1,0 +1,97 @@
+"""`stripe-dd emulator`: serve the emulator until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from tap_stripe_dd.emulator.emulator import StripeEmulator
+from tap_stripe_dd.errors import UserError
+
+DAY = 86_400
+
+
+def unix_time(end_of_day: bool) -> Any:
+    """An argparse type: a Unix time, or a UTC date (its first second, or its last)."""
+
+    def parse(text: str) -> int:
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            day = calendar.timegm(time.strptime(text, "%Y-%m-%d"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD or a Unix time") from None
+        return day + DAY - 1 if end_of_day else day
+
+    return parse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        help="serve a local Stripe-compatible API",
+        description="Serve deterministic Stripe objects on 127.0.0.1 until stopped. The first "
+        "line printed is the URL.",
+    )
+    parser.add_argument("--port", type=int, default=12111, help="0 picks a free port")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed serves the same data")
+    parser.add_argument("--objects", type=int, default=1_000, help="objects per endpoint")
+    parser.add_argument("--api-key", help="accept only this key (default: any well-formed key)")
+    parser.add_argument("--latency-ms", type=float, default=0, help="delay of every response")
+    parser.add_argument("--jitter-ms", type=float, default=0, help="random extra delay, up to")
+    parser.add_argument(
+        "--faults", metavar="SPEC", help="random faults, e.g. 429=0.2@2,500=0.05,drop=0.01"
+    )
+    parser.add_argument("--rate-limit", choices=("live", "test", "off"), default="off")
+    parser.add_argument(
+        "--created-from",
+        type=unix_time(end_of_day=False),
+        metavar="DATE",
+        help="first creation time, YYYY-MM-DD (UTC) or Unix time (default 2024-01-01)",
+    )
+    parser.add_argument(
+        "--created-to",
+        type=unix_time(end_of_day=True),
+        metavar="DATE",
+        help="last creation time, YYYY-MM-DD (whole day, UTC) or Unix time (default 2025-12-31)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        emulator = StripeEmulator(
+            seed=args.seed,
+            objects=args.objects,
+            api_key=args.api_key,
+            latency_ms=args.latency_ms,
+            jitter_ms=args.jitter_ms,
+            faults=args.faults,
+            rate_limit=args.rate_limit,
+            created_from=args.created_from,
+            created_to=args.created_to,
+            port=args.port,
+        ).start()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror}") from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(emulator.url, flush=True)
+    print(
+        f"stripe-dd emulator: {args.objects} objects per endpoint, seed {args.seed}; "
+        "Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    while not stop.wait(0.5):
+        pass
+    emulator.stop()
+    return 0

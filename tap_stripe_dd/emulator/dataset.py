@@ -1,0 +1,176 @@
+"""One data set (the platform's, or a connected account's): ids, order, links, added objects.
+
+Objects are listed newest first by the key (created, index). Object i of the generated range
+has key (timeline.created(i), i), which grows with i, so a key range is an index range found by
+bisection. Objects added later (`add_objects`) live in a small sorted list merged in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import heapq
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tap_stripe_dd.emulator.keys import IdCodec, Rng, hash64, mix64
+from tap_stripe_dd.emulator.objects import RESOURCES, SOURCE_KINDS, Entry, Shared
+from tap_stripe_dd.emulator.timeline import Timeline
+from tap_stripe_dd.emulator.vocabulary import BUSINESSES
+
+Key = tuple[int, int]  # (created, index); the list endpoint shows the largest first
+INFINITY = 1 << 62
+LOWEST: Key = (-INFINITY, 0)
+HIGHEST: Key = (INFINITY, 0)
+PARTNER_SALT = 0x9A27
+
+
+@dataclass(frozen=True)
+class Added:
+    """Objects added to one resource after start; replaced, never changed, so reads need no lock."""
+
+    keys: tuple[Key, ...] = ()  # sorted
+    created: dict[int, int] = field(default_factory=dict)  # index -> created
+    visible_at: dict[int, float] = field(default_factory=dict)  # index -> Unix time
+
+    def visible(self, index: int, now: float) -> bool:
+        return self.visible_at[index] <= now
+
+
+class Dataset:
+    """The objects one Stripe account has: `count` generated per resource, plus added ones."""
+
+    def __init__(
+        self, seed: int, account: str | None, count: int, start: int, end: int, cache_size: int
+    ) -> None:
+        self.key = hash64("dataset", seed, account or "")
+        self.count = count
+        self.start = start
+        self.end = end
+        self.business = BUSINESSES[self.key % len(BUSINESSES)]
+        self.timeline = Timeline(self.key, count, start, end)
+        self._salts = {name: hash64(self.key, name) for name in RESOURCES}
+        self._codecs: dict[tuple[str, int], IdCodec] = {}
+        self._added = dict.fromkeys(RESOURCES, Added())
+        self._lock = threading.Lock()
+        self.entry = functools.lru_cache(maxsize=cache_size)(self._build)
+        self.profile = functools.lru_cache(maxsize=8_192)(self._make_profile)
+
+    # Ids -------------------------------------------------------------------------------------
+
+    def _codec(self, prefix: str, length: int) -> IdCodec:
+        codec = self._codecs.get((prefix, length))
+        if codec is None:
+            codec = self._codecs[prefix, length] = IdCodec(prefix, self.key, length)
+        return codec
+
+    def id(self, resource: str, index: int) -> str:
+        spec = RESOURCES[resource]
+        return self._codec(spec.prefix, spec.id_length).encode(index)
+
+    def foreign_id(self, prefix: str, number: int, length: int = 24) -> str:
+        """Ids of objects this emulator does not serve (payment intents, bank accounts, ...)."""
+        return self._codec(prefix, length).encode(number)
+
+    def index_of(self, resource: str, object_id: str) -> int | None:
+        """The index of an existing object of this data set, or None."""
+        spec = RESOURCES[resource]
+        index = self._codec(spec.prefix, spec.id_length).decode(object_id)
+        return index if index is not None and index < self.total(resource) else None
+
+    # Objects ---------------------------------------------------------------------------------
+
+    def total(self, resource: str) -> int:
+        return self.count + len(self._added[resource].keys)
+
+    def created(self, resource: str, index: int) -> int:
+        if index < self.count:
+            return self.timeline.created(index)
+        return self._added[resource].created[index]
+
+    def _build(self, resource: str, index: int) -> Entry:
+        rng = Rng(self._salts[resource] ^ index)
+        own, shared = RESOURCES[resource].build(self, index, self.created(resource, index), rng)
+        return Entry.assemble(own, shared)
+
+    def _make_profile(self, resource: str, number: int) -> Shared:
+        spec = RESOURCES[resource]
+        rng = Rng(self._salts[resource] ^ (number + INFINITY))
+        return Shared(spec.object, spec.profile(self, number, rng))
+
+    # Links between resources -----------------------------------------------------------------
+
+    def partner(self, index: int) -> str | None:
+        """Whose balance transaction generated balance transaction `index` is: charge, refund or
+        payout `index` (same second); None for added objects."""
+        if index >= self.count:
+            return None
+        return SOURCE_KINDS.values[
+            mix64(self.key ^ PARTNER_SALT ^ index) % len(SOURCE_KINDS.values)
+        ]
+
+    def earlier(self, resource: str, index: int, rng: Rng, window: int) -> int | None:
+        """An object of `resource` created up to `window` objects before object `index`.
+
+        Generated objects link to generated ones only, so add_objects never changes them.
+        """
+        if index < self.count:
+            return rng.between(max(0, index - window), index)
+        total = self.total(resource)
+        return rng.between(max(0, total - window), total - 1) if total else None
+
+    def settling_payout(self, index: int) -> int | None:
+        """The automatic payout that paid out balance transaction `index`: the next one."""
+        return next((p for p in range(index, self.count) if self.partner(p) == "payouts"), None)
+
+    def payout_span(self, payout: int) -> range:
+        """The balance transactions an automatic payout paid out: those since the previous one."""
+        if payout >= self.count or self.partner(payout) != "payouts":
+            return range(0)
+        first = payout
+        while first > 0 and self.partner(first - 1) != "payouts":
+            first -= 1
+        return range(first, payout + 1)
+
+    def key_of(self, resource: str, index: int) -> Key:
+        return self.created(resource, index), index
+
+    # Listing ---------------------------------------------------------------------------------
+
+    def add(self, resource: str, count: int, created: int, visible_after: float) -> list[int]:
+        with self._lock:
+            added = self._added[resource]
+            first = self.total(resource)
+            new = range(first, first + count)
+            keys = sorted([*added.keys, *((created, index) for index in new)])
+            self._added[resource] = Added(
+                tuple(keys),
+                {**added.created, **dict.fromkeys(new, created)},
+                {**added.visible_at, **dict.fromkeys(new, created + visible_after)},
+            )
+        return list(new)
+
+    def scan(
+        self, resource: str, low: Key, high: Key, descending: bool, now: float
+    ) -> Iterator[int]:
+        """Indexes of the listed objects with low < key < high, in key order."""
+        timeline = self.timeline
+        first = timeline.first_index_from((low[0], low[1] + 1))
+        stop = timeline.first_index_from(high)
+        generated = range(stop - 1, first - 1, -1) if descending else range(first, stop)
+        added = self._added[resource]
+        keys = added.keys[
+            bisect.bisect_right(added.keys, low) : bisect.bisect_left(added.keys, high)
+        ]
+        keys = [key for key in keys if added.visible(key[1], now)]
+        if not keys:
+            yield from generated
+            return
+        merged = heapq.merge(
+            ((timeline.created(i), i) for i in generated),
+            reversed(keys) if descending else keys,
+            reverse=descending,
+        )
+        for _, index in merged:
+            yield index

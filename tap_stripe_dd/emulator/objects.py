@@ -1,0 +1,703 @@
+"""The six resources' objects, each derived from (data set, index) alone.
+
+An object is served as two JSON parts: its own fields, encoded per object, and a *profile*
+(the card, the address, the amount, ... that many objects share, as customers reuse cards),
+encoded once and spliced in. Encoding a whole charge costs more than building it, so this split
+is what makes a page walk fast. Every field of Stripe's example object is present (from the
+derived skeletons in shapes.json); what a builder does not set is null or empty, as in Stripe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tap_stripe_dd.emulator.keys import Rng, WeightedTable
+from tap_stripe_dd.emulator.vocabulary import (
+    CAMPAIGNS,
+    CHANNELS,
+    CHARGE_DESCRIPTIONS,
+    CURRENCIES,
+    DECLINES,
+    EMAIL_DOMAINS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    LOCALES,
+    NETWORK_REASON_CODES,
+    PAYOUT_FAILURES,
+    PLACES,
+    PLANS,
+    ZERO_DECIMAL,
+)
+
+SHAPES = json.loads(Path(__file__).with_name("shapes.json").read_text(encoding="utf-8"))
+DAY = 86_400
+Fields = dict[str, Any]
+
+
+compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def empty(skeleton: Any) -> Any:
+    """The skeleton with every value null and every list empty: Stripe's shape of 'nothing'."""
+    if isinstance(skeleton, dict):
+        return {key: empty(value) for key, value in skeleton.items()}
+    return [] if isinstance(skeleton, list) else None
+
+
+def empty_at(object_name: str, path: str) -> Any:
+    node = SHAPES["skeletons"][object_name]
+    for part in path.split("."):
+        node = node[part]
+    return empty(node)
+
+
+def values(object_name: str, path: str) -> list[str]:
+    """The values the spec documents for a field."""
+    return SHAPES["values"][object_name][path]
+
+
+class Shared:
+    """A profile: fields that many objects share, JSON-encoded once."""
+
+    def __init__(self, object_name: str, fields: Fields) -> None:
+        self.object_name = object_name
+        self.fields = fields
+        self._json: bytes | None = None
+
+    def json_beside(self, own: Fields) -> bytes:
+        """The profile plus the skeleton's empty fields that `own` lacks, as JSON members.
+
+        Builders return the same keys for every object of a resource, so the first call decides.
+        """
+        if self._json is None:
+            skeleton = SHAPES["skeletons"][self.object_name]
+            rest = {
+                k: empty(v) for k, v in skeleton.items() if k not in own and k not in self.fields
+            }
+            self._json = compact({**self.fields, **rest})[1:-1].encode()
+        return self._json
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object as served: its JSON bytes, and its values for filters and links."""
+
+    own: Fields
+    shared: Shared
+    json: bytes = field(repr=False)
+
+    @classmethod
+    def assemble(cls, own: Fields, shared: Shared) -> Entry:
+        rest = shared.json_beside(own)
+        head = compact(own)[:-1].encode()
+        return cls(own, shared, head + (b"," + rest if rest else b"") + b"}")
+
+    def get(self, name: str) -> Any:
+        return self.own[name] if name in self.own else self.shared.fields.get(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A fresh copy: callers may change it without changing what is served."""
+        return json.loads(self.json)
+
+
+class Store(Protocol):
+    """What builders need from their data set: ids, links to other objects, profiles."""
+
+    count: int
+    start: int
+    end: int
+    business: str
+
+    def id(self, resource: str, index: int) -> str: ...
+    def foreign_id(self, prefix: str, number: int, length: int = 24) -> str: ...
+    def entry(self, resource: str, index: int) -> Entry: ...
+    def profile(self, resource: str, number: int) -> Shared: ...
+    def partner(self, index: int) -> str | None: ...
+    def earlier(self, resource: str, index: int, rng: Rng, window: int) -> int | None: ...
+
+
+Builder = Callable[[Store, int, int, Rng], tuple[Fields, Shared]]
+ProfileBuilder = Callable[[Store, int, Rng], Fields]
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # the URL segment, e.g. "balance_transactions"
+    object: str  # the `object` field, e.g. "balance_transaction"
+    prefix: str  # the id prefix, e.g. "txn"
+    id_length: int  # characters after the prefix, as in Stripe's ids
+    build: Builder
+    profile: ProfileBuilder
+
+
+# Shared pieces ------------------------------------------------------------------------------
+
+BRANDS = WeightedTable(
+    {"visa": 50, "mastercard": 30, "amex": 12, "discover": 4, "jcb": 2, "unionpay": 2}
+)
+FUNDING = WeightedTable({"credit": 60, "debit": 35, "prepaid": 5})
+CHECK_RESULTS = WeightedTable({"pass": 85, "unchecked": 6, "unavailable": 5, "fail": 4})
+assert set(CHECK_RESULTS.values) <= set(
+    values("charge", "payment_method_details.card.checks.cvc_check")
+)
+ADDRESS_NONE = empty_at("customer", "address")
+OUTCOME_NONE = empty_at("charge", "outcome")
+CARD_NONE = empty_at("charge", "payment_method_details.card")
+THREE_D_SECURE_NONE = empty_at("charge", "payment_method_details.card.three_d_secure")
+SOURCE_NONE = empty_at("charge", "source")
+DISCOUNT_NONE = empty_at("customer", "discount")
+EVIDENCE_NONE = empty_at("dispute", "evidence")
+AUTHORIZED = {
+    **OUTCOME_NONE,
+    "network_status": "approved_by_network",
+    "reason": None,
+    "seller_message": "Payment complete.",
+    "type": "authorized",
+}
+DECLINED = {
+    decline: {
+        **OUTCOME_NONE,
+        "network_status": decline[4],
+        "reason": decline[2],
+        "seller_message": "The bank did not return any further details with this decline."
+        if decline[3] == "issuer_declined"
+        else "Stripe blocked this payment as too risky.",
+        "type": decline[3],
+    }
+    for decline in DECLINES
+}
+
+
+def full_name(rng: Rng) -> tuple[str, str]:
+    return rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES)
+
+
+def email(first: str, last: str, rng: Rng) -> str:
+    local = f"{first}.{last}".lower().replace("'", "").replace(" ", "")
+    return f"{local}{rng.below(1000)}@{rng.pick(EMAIL_DOMAINS)}"
+
+
+def address(rng: Rng) -> Fields:
+    city, state, country, postal, street = rng.pick(PLACES)
+    return {
+        "city": city,
+        "country": country,
+        "line1": f"{rng.between(1, 999)} {street}",
+        "line2": f"Apt {rng.between(1, 40)}" if rng.chance(20) else None,
+        "postal_code": f"{postal}{rng.digits(2)}",
+        "state": state,
+    }
+
+
+def phone(rng: Rng) -> str:
+    return f"+1555{rng.digits(7)}"
+
+
+PRICE_BANDS = ((50, 2_000), (2_000, 10_000), (10_000, 100_000), (100_000, 2_000_000))
+METADATA_VALUES: dict[str, Callable[[Rng], str]] = {
+    "order_id": lambda rng: f"ord_{rng.digits(7)}",
+    "plan": lambda rng: rng.pick(PLANS),
+    "channel": lambda rng: rng.pick(CHANNELS),
+    "campaign": lambda rng: rng.pick(CAMPAIGNS),
+    "internal_ref": lambda rng: rng.token(10),
+}
+
+
+def price(rng: Rng, currency: str) -> int:
+    """An amount in minor units: mostly small orders, a long tail of large ones."""
+    cents = rng.between(*rng.pick(PRICE_BANDS))
+    return cents * 3 // 2 if currency in ZERO_DECIMAL else cents
+
+
+def metadata(rng: Rng) -> dict[str, str]:
+    """Up to three key-value strings as integrations attach them; often none."""
+    if not rng.chance(55):
+        return {}
+    keys = list(METADATA_VALUES)[rng.below(len(METADATA_VALUES)) :][:3]
+    return {key: METADATA_VALUES[key](rng) for key in keys}
+
+
+def midnight(timestamp: int, days: int = 0) -> int:
+    return (timestamp // DAY + days) * DAY
+
+
+# Charges ------------------------------------------------------------------------------------
+
+CHARGE_STATES = ("captured", "uncaptured", "failed", "pending")
+PROFILES_PER_STATE = 256
+LEGACY_PROFILES = 16  # the last profiles of each state pay by a Source, not a PaymentIntent
+UNSETTLED = WeightedTable({"failed": 50, "uncaptured": 35, "pending": 15})
+
+
+def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
+    """How a charge was paid and how that went: amount, card, billing details, outcome."""
+    state = CHARGE_STATES[number // PROFILES_PER_STATE]
+    legacy = number % PROFILES_PER_STATE >= PROFILES_PER_STATE - LEGACY_PROFILES
+    decline = rng.pick(DECLINES) if state == "failed" else None
+    paid = state in ("captured", "uncaptured")
+    currency = CURRENCIES.draw(rng)
+    amount = price(rng, currency)
+    first, last = full_name(rng)
+    brand = BRANDS.draw(rng)
+    payment_method = store.foreign_id("src" if legacy else "pm", number)
+    billing_address = address(rng) if rng.chance(60) else ADDRESS_NONE
+    card = {
+        **CARD_NONE,
+        "amount_authorized": amount,
+        "authorization_code": rng.digits(6),
+        "brand": brand,
+        "checks": {
+            "address_line1_check": CHECK_RESULTS.draw(rng) if billing_address["line1"] else None,
+            "address_postal_code_check": CHECK_RESULTS.draw(rng),
+            "cvc_check": CHECK_RESULTS.draw(rng),
+        },
+        "country": billing_address["country"] or rng.pick(PLACES)[2],
+        "exp_month": rng.between(1, 12),
+        "exp_year": rng.between(2025, 2033),
+        "extended_authorization": {"status": "disabled"},
+        "fingerprint": rng.token(16),
+        "funding": FUNDING.draw(rng),
+        "incremental_authorization": {"status": "unavailable"},
+        "installments": None,
+        "last4": rng.digits(4),
+        "multicapture": {"status": "unavailable"},
+        "network": brand,
+        "network_token": {"used": rng.chance(30)},
+        "network_transaction_id": rng.digits(15),
+        "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
+        "regulated_status": rng.pick(("regulated", "unregulated")),
+        "three_d_secure": {
+            **THREE_D_SECURE_NONE,
+            "authentication_flow": rng.pick(
+                values("charge", "payment_method_details.card.three_d_secure.authentication_flow")
+            ),
+            "electronic_commerce_indicator": "05",
+            "result": "authenticated",
+            "transaction_id": f"{rng.token(8)}-{rng.token(4)}-{rng.token(12)}",
+            "version": "2.2.0",
+        }
+        if rng.chance(15)
+        else None,
+        "wallet": {
+            "dynamic_last4": rng.digits(4),
+            "type": rng.pick(values("charge", "payment_method_details.card.wallet.type")),
+        }
+        if rng.chance(20)
+        else None,
+    }
+    owner = {**SOURCE_NONE["owner"], "address": billing_address, "name": f"{first} {last}"}
+    return {
+        "amount": amount,
+        "amount_captured": amount if state == "captured" else 0,
+        "billing_details": {
+            "address": billing_address,
+            "email": email(first, last, rng) if rng.chance(70) else None,
+            "name": f"{first} {last}",
+            "phone": phone(rng) if rng.chance(30) else None,
+            "tax_id": None,
+        },
+        "calculated_statement_descriptor": store.business if paid else None,
+        "captured": state == "captured",
+        "currency": currency,
+        "failure_code": decline[0] if decline else None,
+        "failure_message": decline[1] if decline else None,
+        "fraud_details": {"stripe_report": "fraudulent"}
+        if decline and decline[3] == "blocked"
+        else {},
+        "livemode": False,
+        "outcome": DECLINED[decline] if decline else AUTHORIZED,
+        "paid": paid,
+        "payment_method": payment_method,
+        "payment_method_details": {"card": card, "type": "card"},
+        "shipping": {
+            "address": address(rng),
+            "carrier": rng.pick(("UPS", "FedEx", "DHL", None)),
+            "name": f"{first} {last}",
+            "phone": None,
+            "tracking_number": rng.digits(12) if rng.chance(50) else None,
+        }
+        if rng.chance(25)
+        else None,
+        "source": {
+            **SOURCE_NONE,
+            "client_secret": f"src_client_secret_{rng.token(24)}",
+            "created": store.start - rng.below(365 * DAY),
+            "flow": "none",
+            "id": payment_method,
+            "livemode": False,
+            "metadata": {},
+            "object": "source",
+            "owner": owner,
+            "status": "chargeable",
+            "type": "card",
+            "usage": "reusable",
+        }
+        if legacy
+        else None,
+        "status": "failed" if decline else "pending" if state == "pending" else "succeeded",
+    }
+
+
+def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
+    """A charge; the 70% whose index has a charge balance transaction are captured."""
+    settled = store.partner(index) == "charges"
+    state = "captured" if settled else UNSETTLED.draw(rng)
+    number = CHARGE_STATES.index(state) * PROFILES_PER_STATE + rng.below(PROFILES_PER_STATE)
+    shared = store.profile("charges", number)
+    amount = shared.fields["amount"]
+    paid = shared.fields["paid"]
+    refund_roll = rng.below(100) if settled else 100
+    refunded = (
+        amount if refund_roll < 5 else amount * rng.between(10, 90) // 100 if refund_roll < 8 else 0
+    )
+    customer = (
+        store.earlier("customers", index, rng, window=store.count) if rng.chance(85) else None
+    )
+    connect = rng.chance(5)
+    charge_id = store.id("charges", index)
+    receipt_email = email(*full_name(rng), rng) if rng.chance(35) else None
+    return {
+        "id": charge_id,
+        "object": "charge",
+        "amount_refunded": refunded,
+        "application_fee": store.foreign_id("fee", index) if connect and settled else None,
+        "application_fee_amount": amount // 10 if connect else None,
+        "balance_transaction": store.id("balance_transactions", index) if settled else None,
+        "created": created,
+        "customer": None if customer is None else store.id("customers", customer),
+        "description": rng.pick(CHARGE_DESCRIPTIONS).format(n=rng.digits(5))
+        if rng.chance(70)
+        else None,
+        "disputed": settled and rng.chance(2),
+        "metadata": metadata(rng),
+        "payment_intent": None if shared.fields["source"] else store.foreign_id("pi", index),
+        "receipt_email": receipt_email,
+        "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}" if receipt_email and paid else None,
+        "receipt_url": f"https://pay.stripe.com/receipts/payment/{rng.token(40)}" if paid else None,
+        "refunded": refunded == amount,
+        "refunds": {
+            "data": [],
+            "has_more": False,
+            "object": "list",
+            "url": f"/v1/charges/{charge_id}/refunds",
+        },
+        "review": store.foreign_id("prv", index) if rng.chance(1) else None,
+        "statement_descriptor_suffix": f"ORDER {rng.digits(4)}" if rng.chance(20) else None,
+        "transfer_data": {"amount": None, "destination": store.foreign_id("acct", rng.below(5), 16)}
+        if connect
+        else None,
+        "transfer_group": f"group_{1000 + rng.below(40)}" if rng.chance(10) else None,
+    }, shared
+
+
+# Customers ----------------------------------------------------------------------------------
+
+TAX_EXEMPT = WeightedTable({"none": 90, "exempt": 5, "reverse": 5})
+assert set(TAX_EXEMPT.values) <= set(values("customer", "tax_exempt"))
+
+
+def customer_profile(store: Store, number: int, rng: Rng) -> Fields:
+    """Where a customer lives and how they are invoiced."""
+    return {
+        "address": address(rng) if rng.chance(70) else ADDRESS_NONE,
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": store.foreign_id("pm", number) if rng.chance(40) else None,
+            "footer": None,
+            "rendering_options": None
+            if rng.chance(80)
+            else {"amount_tax_display": "include_inclusive_tax", "template": None},
+        },
+        "preferred_locales": rng.pick(LOCALES),
+        "tax_exempt": TAX_EXEMPT.draw(rng),
+    }
+
+
+def build_customer(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
+    shared = store.profile("customers", rng.below(256))
+    first, last = full_name(rng)
+    customer_id = store.id("customers", index)
+    discount_start = created + rng.below(30 * DAY)
+    return {
+        "id": customer_id,
+        "object": "customer",
+        "balance": 0 if rng.chance(85) else rng.between(-50, 200) * 100,
+        "created": created,
+        "currency": CURRENCIES.draw(rng) if rng.chance(60) else None,
+        "default_source": store.foreign_id("card", index) if rng.chance(10) else None,
+        "delinquent": rng.chance(4),
+        "description": rng.pick(("VIP", "Imported from legacy CRM", "Wholesale", "Trial user"))
+        if rng.chance(30)
+        else None,
+        "discount": {
+            **DISCOUNT_NONE,
+            "customer": customer_id,
+            "end": discount_start + 90 * DAY if rng.chance(50) else None,
+            "id": store.foreign_id("di", index),
+            "object": "discount",
+            "source": {"coupon": f"coupon_{rng.token(8)}", "type": "coupon"},
+            "start": discount_start,
+        }
+        if rng.chance(8)
+        else None,
+        "email": email(first, last, rng) if rng.chance(90) else None,
+        "invoice_prefix": f"{rng.below(16**8):08X}",
+        "livemode": False,
+        "metadata": metadata(rng),
+        "name": f"{first} {last}" if rng.chance(90) else None,
+        "next_invoice_sequence": rng.between(1, 40),
+        "phone": phone(rng) if rng.chance(40) else None,
+        "shipping": {
+            "address": address(rng),
+            "carrier": None,
+            "name": f"{first} {last}",
+            "phone": None,
+            "tracking_number": None,
+        }
+        if rng.chance(30)
+        else None,
+    }, shared
+
+
+# Refunds ------------------------------------------------------------------------------------
+
+REFUND_STATUS = WeightedTable({"succeeded": 80, "pending": 12, "failed": 4, "canceled": 4})
+REFUND_REASON = WeightedTable(
+    {None: 40, "requested_by_customer": 40, "duplicate": 10, "fraudulent": 10}
+)
+
+
+def refund_profile(store: Store, number: int, rng: Rng) -> Fields:
+    kind = ("refund", "reversal", "pending")[number % 3]
+    return {"destination_details": {"card": {"type": kind}, "type": "card"}}
+
+
+def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
+    """A refund of a recent charge, in its currency, for all of it or a part."""
+    charge_index = store.earlier("charges", index, rng, window=5_000)
+    charge = None if charge_index is None else store.entry("charges", charge_index)
+    full = charge.get("amount") if charge else price(rng, "usd")
+    has_transaction = store.partner(index) == "refunds"
+    return {
+        "id": store.id("refunds", index),
+        "object": "refund",
+        "amount": full if rng.chance(70) else rng.between(1, full),
+        "balance_transaction": store.id("balance_transactions", index) if has_transaction else None,
+        "charge": charge.get("id") if charge else None,
+        "created": created,
+        "currency": charge.get("currency") if charge else "usd",
+        "customer": charge.get("customer") if charge else None,
+        "metadata": metadata(rng),
+        "payment_intent": charge.get("payment_intent") if charge else None,
+        "payment_method": charge.get("payment_method") if charge else None,
+        "reason": REFUND_REASON.draw(rng),
+        "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}" if rng.chance(30) else None,
+        "status": REFUND_STATUS.draw(rng),
+    }, store.profile("refunds", rng.below(3))
+
+
+# Disputes -----------------------------------------------------------------------------------
+
+DISPUTE_STATUS = WeightedTable(
+    {
+        "won": 30,
+        "lost": 25,
+        "needs_response": 12,
+        "under_review": 13,
+        "warning_closed": 5,
+        "warning_needs_response": 5,
+        "warning_under_review": 5,
+        "charge_refunded": 5,
+    }
+)
+EVIDENCE_PROFILES = 32  # profiles below this number carry submitted evidence
+assert set(DISPUTE_STATUS.values) <= set(values("dispute", "status"))
+
+
+def dispute_profile(store: Store, number: int, rng: Rng) -> Fields:
+    """The card network's case and the evidence the merchant submitted, if any."""
+    brand = rng.pick(tuple(NETWORK_REASON_CODES))
+    first, last = full_name(rng)
+    evidence = {**EVIDENCE_NONE, "enhanced_evidence": {}}
+    if number < EVIDENCE_PROFILES:
+        evidence |= {
+            "customer_email_address": email(first, last, rng),
+            "customer_name": f"{first} {last}",
+            "product_description": rng.pick(("Annual subscription", "Hardware order", "Gift card")),
+            "uncategorized_text": "The customer confirmed receipt by email.",
+            "uncategorized_file": store.foreign_id("file", number),
+        }
+    return {
+        "enhanced_eligibility_types": ["visa_compelling_evidence_3"] if brand == "visa" else [],
+        "evidence": evidence,
+        "payment_method_details": {
+            "card": {
+                "brand": brand,
+                "case_type": rng.pick(("chargeback", "inquiry")),
+                "network": brand,
+                "network_reason_code": rng.pick(NETWORK_REASON_CODES[brand]),
+            },
+            "type": "card",
+        },
+    }
+
+
+def build_dispute(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
+    """A dispute of an earlier charge, for its amount, with a deadline for evidence."""
+    charge_index = store.earlier("charges", index, rng, window=20_000)
+    charge = None if charge_index is None else store.entry("charges", charge_index)
+    status = DISPUTE_STATUS.draw(rng)
+    submitted = status in ("won", "lost", "under_review", "warning_under_review")
+    due_by = midnight(created, rng.between(7, 21)) - 1
+    return {
+        "id": store.id("disputes", index),
+        "object": "dispute",
+        "amount": charge.get("amount") if charge else price(rng, "usd"),
+        "balance_transactions": [],
+        "charge": charge.get("id") if charge else None,
+        "created": created,
+        "currency": charge.get("currency") if charge else "usd",
+        "evidence_details": {
+            "due_by": due_by,
+            "enhanced_eligibility": {},
+            "has_evidence": submitted,
+            "past_due": not submitted and due_by < store.end,
+            "submission_count": int(submitted),
+        },
+        "is_charge_refundable": status.startswith("warning"),
+        "livemode": False,
+        "metadata": metadata(rng),
+        "payment_intent": charge.get("payment_intent") if charge else None,
+        "reason": rng.pick(values("dispute", "reason")),
+        "status": status,
+    }, store.profile("disputes", rng.below(EVIDENCE_PROFILES * 2))
+
+
+# Payouts ------------------------------------------------------------------------------------
+
+PAYOUT_STATUS = WeightedTable(
+    {"paid": 82, "in_transit": 6, "pending": 4, "failed": 4, "canceled": 4}
+)
+PAYOUT_PROFILES = 4  # three bank accounts, and one debit card for instant payouts
+assert set(PAYOUT_STATUS.values) <= set(values("payout", "status"))
+
+
+def payout_profile(store: Store, number: int, rng: Rng) -> Fields:
+    """Where payouts go: one of the account's bank accounts, or its card."""
+    card = number == PAYOUT_PROFILES - 1
+    return {
+        "destination": store.foreign_id("card" if card else "ba", number),
+        "method": "instant" if card else "standard",
+        "source_type": "card",
+        "type": "card" if card else "bank_account",
+    }
+
+
+def build_payout(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
+    """A payout; those whose index has a payout balance transaction are automatic."""
+    has_transaction = store.partner(index) == "payouts"
+    automatic = has_transaction or rng.chance(50)
+    status = PAYOUT_STATUS.draw(rng)
+    failure = rng.pick(PAYOUT_FAILURES) if status == "failed" else (None, None)
+    arrival = midnight(created, rng.between(1, 4))
+    return {
+        "id": store.id("payouts", index),
+        "object": "payout",
+        "amount": rng.between(1_000, 5_000_000),
+        "arrival_date": arrival,
+        "automatic": automatic,
+        "balance_transaction": store.id("balance_transactions", index) if has_transaction else None,
+        "created": created,
+        "currency": "usd" if rng.chance(85) else CURRENCIES.draw(rng),
+        "description": "STRIPE PAYOUT" if automatic else rng.pick(("Manual payout", None)),
+        "failure_code": failure[0],
+        "failure_message": failure[1],
+        "livemode": False,
+        "metadata": metadata(rng),
+        "reconciliation_status": "completed"
+        if automatic and status == "paid"
+        else "not_applicable",
+        "statement_descriptor": None if automatic else store.business,
+        "status": status,
+        "trace_id": {"status": "supported", "value": rng.digits(15)}
+        if status == "paid"
+        else {"status": "pending", "value": None},
+    }, store.profile("payouts", 0 if rng.chance(70) else rng.below(PAYOUT_PROFILES))
+
+
+# Balance transactions -----------------------------------------------------------------------
+
+SOURCE_KINDS = WeightedTable({"charges": 70, "refunds": 15, "payouts": 15})
+BALANCE_TYPE = {"charges": "charge", "refunds": "refund", "payouts": "payout"}
+assert set(BALANCE_TYPE.values()) <= set(values("balance_transaction", "type"))
+
+
+def no_profile(store: Store, number: int, rng: Rng) -> Fields:
+    return {}
+
+
+def build_balance_transaction(
+    store: Store, index: int, created: int, rng: Rng
+) -> tuple[Fields, Shared]:
+    """The balance side of object `index` of one of the other resources (or, for added ones,
+    of an existing object): charges add funds less Stripe's fee, refunds and payouts take them."""
+    partner = store.partner(index)
+    kind = partner or SOURCE_KINDS.draw(rng)
+    source_index = index if partner else store.earlier(kind, index, rng, store.count)
+    source = None if source_index is None else store.entry(kind, source_index)
+    gross = source.get("amount") if source else price(rng, "usd")
+    currency = source.get("currency") if source else "usd"
+    amount = gross if kind == "charges" else -gross
+    fee = gross * 29 // 1000 + (0 if currency in ZERO_DECIMAL else 30) if kind == "charges" else 0
+    available_on = midnight(created, 2) if kind == "charges" else created
+    return {
+        "id": store.id("balance_transactions", index),
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": available_on,
+        "balance_type": "payments",
+        "created": created,
+        "currency": currency,
+        "description": source.get("description") if source else None,
+        "fee": fee,
+        "fee_details": [
+            {
+                "amount": fee,
+                "application": None,
+                "currency": currency,
+                "description": "Stripe processing fees",
+                "type": "stripe_fee",
+            }
+        ]
+        if fee
+        else [],
+        "net": amount - fee,
+        "reporting_category": BALANCE_TYPE[kind],
+        "source": source.get("id") if source else None,
+        "status": "pending" if available_on > store.end else "available",
+        "type": BALANCE_TYPE[kind],
+    }, store.profile("balance_transactions", 0)
+
+
+RESOURCES = {
+    resource.name: resource
+    for resource in (
+        Resource(
+            "balance_transactions",
+            "balance_transaction",
+            "txn",
+            24,
+            build_balance_transaction,
+            no_profile,
+        ),
+        Resource("charges", "charge", "ch", 24, build_charge, charge_profile),
+        Resource("customers", "customer", "cus", 14, build_customer, customer_profile),
+        Resource("disputes", "dispute", "dp", 24, build_dispute, dispute_profile),
+        Resource("payouts", "payout", "po", 24, build_payout, payout_profile),
+        Resource("refunds", "refund", "re", 24, build_refund, refund_profile),
+    )
+}
