@@ -262,7 +262,11 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
         "fingerprint": rng.token(16),
         "funding": FUNDING.draw(rng),
         "incremental_authorization": {"status": "unavailable"},
-        "installments": None,
+        "installments": {
+            "plan": {"count": rng.pick((3, 6, 12)), "interval": "month", "type": "fixed_count"}
+        }
+        if rng.chance(3)
+        else None,
         "last4": rng.digits(4),
         "multicapture": {"status": "unavailable"},
         "network": brand,
@@ -387,7 +391,10 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         },
         "review": store.foreign_id("prv", index) if rng.chance(1) else None,
         "statement_descriptor_suffix": f"ORDER {rng.digits(4)}" if rng.chance(20) else None,
-        "transfer_data": {"amount": None, "destination": store.foreign_id("acct", rng.below(5), 16)}
+        "transfer_data": {
+            "amount": None,
+            "destination": {"id": store.foreign_id("acct", rng.below(5), 16), "object": "account"},
+        }
         if connect
         else None,
         "transfer_group": f"group_{1000 + rng.below(40)}" if rng.chance(10) else None,
