@@ -1,0 +1,84 @@
+"""`stripe-dd emulator` as a real process: URL first, serving, clean stops, one-line errors."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_emulator import walk
+
+STRIPE_DD = str(Path(sys.executable).parent / "stripe-dd")
+JANUARY_2023 = (1_672_531_200, 1_675_209_599)
+
+
+class Url:
+    """A stand-in for StripeEmulator where only the URL is known: what `walk` needs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_prints_its_url_first_serves_and_stops_cleanly(signum):
+    command = [STRIPE_DD, "emulator", "--port", "0", "--seed", "3", "--objects", "40",
+               "--created-from", "2023-01-01", "--created-to", "2023-01-31"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, process.kill)  # a hung emulator fails the test, not the run
+    watchdog.start()
+    try:
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        created = [o["created"] for o in walk(Url(url), "customers", limit=15)]
+        assert len(created) == 40
+        assert all(JANUARY_2023[0] <= c <= JANUARY_2023[1] for c in created)
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.communicate()
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [STRIPE_DD, "emulator", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--faults", "boom=0.1"], "unknown fault kind 'boom'"),
+        (["--faults", "500=0.7,502=0.7"], "add up to more than 1"),
+        (["--created-from", "2025-01-01", "--created-to", "2024-01-01"], "must not be after"),
+        (["--api-key", "hunter2"], "api_key must look like"),
+        (["--objects", "-5"], "must not be negative"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(args, message):
+    result = run("--port", "0", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("stripe-dd emulator: error: ") and message in line
+
+
+def test_a_bad_date_is_a_usage_error():
+    result = run("--created-from", "2025-13-45")
+    assert result.returncode == 2 and "is not YYYY-MM-DD or a Unix time" in result.stderr
+
+
+def test_a_busy_port_is_a_one_line_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run("--port", str(busy.getsockname()[1]))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("stripe-dd emulator: error: cannot listen on 127.0.0.1:")
