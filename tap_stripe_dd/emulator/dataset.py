@@ -55,7 +55,7 @@ class Dataset:
         self._added = dict.fromkeys(RESOURCES, Added())
         self._lock = threading.Lock()
         self.entry = functools.lru_cache(maxsize=cache_size)(self._build)
-        self.profile = functools.lru_cache(maxsize=8_192)(self._make_profile)
+        self.profile = functools.lru_cache(maxsize=16_384)(self._make_profile)
 
     # Ids -------------------------------------------------------------------------------------
 

@@ -228,19 +228,24 @@ def midnight(timestamp: int, days: int = 0) -> int:
 # Charges ------------------------------------------------------------------------------------
 
 CHARGE_STATES = ("captured", "uncaptured", "failed", "pending")
-PROFILES_PER_STATE = 256
-LEGACY_PROFILES = 16  # the last profiles of each state pay by a Source, not a PaymentIntent
+PROFILES_PER_STATE = 2_048  # a charge shares all but ids, links and times with ~1/8192 of all
+LEGACY_PROFILES = 128  # the last profiles of each state pay by a Source, not a PaymentIntent
 UNSETTLED = WeightedTable({"failed": 50, "uncaptured": 35, "pending": 15})
 
 
 def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
-    """How a charge was paid and how that went: amount, card, billing details, outcome."""
+    """What a charge was for, how it was paid and how that went: amount, card, outcome, ..."""
     state = CHARGE_STATES[number // PROFILES_PER_STATE]
     legacy = number % PROFILES_PER_STATE >= PROFILES_PER_STATE - LEGACY_PROFILES
     decline = rng.pick(DECLINES) if state == "failed" else None
     paid = state in ("captured", "uncaptured")
     currency = CURRENCIES.draw(rng)
     amount = price(rng, currency)
+    refund_roll = rng.below(100) if state == "captured" else 100
+    refunded = (
+        amount if refund_roll < 5 else amount * rng.between(10, 90) // 100 if refund_roll < 8 else 0
+    )
+    connect = rng.chance(5)
     first, last = full_name(rng)
     brand = BRANDS.draw(rng)
     payment_method = store.foreign_id("src" if legacy else "pm", number)
@@ -297,6 +302,8 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
     return {
         "amount": amount,
         "amount_captured": amount if state == "captured" else 0,
+        "amount_refunded": refunded,
+        "application_fee_amount": amount // 10 if connect else None,
         "billing_details": {
             "address": billing_address,
             "email": email(first, last, rng) if rng.chance(70) else None,
@@ -307,12 +314,17 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
         "calculated_statement_descriptor": store.business if paid else None,
         "captured": state == "captured",
         "currency": currency,
+        "description": rng.pick(CHARGE_DESCRIPTIONS).format(n=rng.digits(5))
+        if rng.chance(70)
+        else None,
+        "disputed": state == "captured" and rng.chance(2),
         "failure_code": decline[0] if decline else None,
         "failure_message": decline[1] if decline else None,
         "fraud_details": {"stripe_report": "fraudulent"}
         if decline and decline[3] == "blocked"
         else {},
         "livemode": False,
+        "metadata": metadata(rng),
         "outcome": DECLINED[decline] if decline else AUTHORIZED,
         "paid": paid,
         "payment_method": payment_method,
@@ -342,7 +354,17 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
         }
         if legacy
         else None,
+        "receipt_email": email(*full_name(rng), rng) if rng.chance(35) else None,
+        "refunded": refunded == amount,
+        "statement_descriptor_suffix": f"ORDER {rng.digits(4)}" if rng.chance(20) else None,
         "status": "failed" if decline else "pending" if state == "pending" else "succeeded",
+        "transfer_data": {
+            "amount": None,
+            "destination": {"id": store.foreign_id("acct", rng.below(5), 16), "object": "account"},
+        }
+        if connect
+        else None,
+        "transfer_group": f"group_{1000 + rng.below(40)}" if rng.chance(10) else None,
     }
 
 
@@ -352,37 +374,27 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
     state = "captured" if settled else UNSETTLED.draw(rng)
     number = CHARGE_STATES.index(state) * PROFILES_PER_STATE + rng.below(PROFILES_PER_STATE)
     shared = store.profile("charges", number)
-    amount = shared.fields["amount"]
-    paid = shared.fields["paid"]
-    refund_roll = rng.below(100) if settled else 100
-    refunded = (
-        amount if refund_roll < 5 else amount * rng.between(10, 90) // 100 if refund_roll < 8 else 0
-    )
+    profile = shared.fields
     customer = (
         store.earlier("customers", index, rng, window=store.count) if rng.chance(85) else None
     )
-    connect = rng.chance(5)
     charge_id = store.id("charges", index)
-    receipt_email = email(*full_name(rng), rng) if rng.chance(35) else None
     return {
         "id": charge_id,
         "object": "charge",
-        "amount_refunded": refunded,
-        "application_fee": store.foreign_id("fee", index) if connect and settled else None,
-        "application_fee_amount": amount // 10 if connect else None,
+        "application_fee": store.foreign_id("fee", index)
+        if settled and profile["transfer_data"]
+        else None,
         "balance_transaction": store.id("balance_transactions", index) if settled else None,
         "created": created,
         "customer": None if customer is None else store.id("customers", customer),
-        "description": rng.pick(CHARGE_DESCRIPTIONS).format(n=rng.digits(5))
-        if rng.chance(70)
+        "payment_intent": None if profile["source"] else store.foreign_id("pi", index),
+        "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}"
+        if profile["receipt_email"] and profile["paid"]
         else None,
-        "disputed": settled and rng.chance(2),
-        "metadata": metadata(rng),
-        "payment_intent": None if shared.fields["source"] else store.foreign_id("pi", index),
-        "receipt_email": receipt_email,
-        "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}" if receipt_email and paid else None,
-        "receipt_url": f"https://pay.stripe.com/receipts/payment/{rng.token(40)}" if paid else None,
-        "refunded": refunded == amount,
+        "receipt_url": f"https://pay.stripe.com/receipts/payment/{rng.token(32)}"
+        if profile["paid"]
+        else None,
         "refunds": {
             "data": [],
             "has_more": False,
@@ -390,14 +402,6 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
             "url": f"/v1/charges/{charge_id}/refunds",
         },
         "review": store.foreign_id("prv", index) if rng.chance(1) else None,
-        "statement_descriptor_suffix": f"ORDER {rng.digits(4)}" if rng.chance(20) else None,
-        "transfer_data": {
-            "amount": None,
-            "destination": {"id": store.foreign_id("acct", rng.below(5), 16), "object": "account"},
-        }
-        if connect
-        else None,
-        "transfer_group": f"group_{1000 + rng.below(40)}" if rng.chance(10) else None,
     }, shared
 
 
