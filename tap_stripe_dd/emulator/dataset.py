@@ -120,10 +120,6 @@ class Dataset:
         total = self.total(resource)
         return rng.between(max(0, total - window), total - 1) if total else None
 
-    def settling_payout(self, index: int) -> int | None:
-        """The automatic payout that paid out balance transaction `index`: the next one."""
-        return next((p for p in range(index, self.count) if self.partner(p) == "payouts"), None)
-
     def payout_span(self, payout: int) -> range:
         """The balance transactions an automatic payout paid out: those since the previous one."""
         if payout >= self.count or self.partner(payout) != "payouts":
