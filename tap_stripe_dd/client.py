@@ -289,7 +289,7 @@ class StripeStream(RESTStream[str | None]):
         return int(self.config.get("max_retries", 8)) + 1
 
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
-        first_wait = float(self.config.get("retry_initial_wait", 1.0))
+        first_wait = int(self.config.get("retry_initial_wait_ms", 1000)) / 1000
         exc = yield 0.0  # backoff primes the generator, then sends each failure in
         attempt = 0
         while True:

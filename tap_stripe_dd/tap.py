@@ -103,10 +103,10 @@ class TapStripe(Tap):
             description="Retries of a request that failed with 429, 5xx, a timeout or a bad body.",
         ),
         th.Property(
-            "retry_initial_wait",
-            th.NumberType(minimum=0),
-            default=1.0,
-            description="Seconds before the first retry; doubles each time (Retry-After wins).",
+            "retry_initial_wait_ms",
+            th.IntegerType(minimum=0),
+            default=1000,
+            description="Milliseconds before the first retry, doubled each time; Retry-After wins.",
         ),
         th.Property(
             "lookback_seconds",

@@ -1,0 +1,272 @@
+"""The benchmark harness: each measure side by side in one run, against the emulator, as ratios.
+
+`python -m bench [--quick]` runs P1..P4, prints a table and writes bench/RESULTS.md.
+The emulator runs as its own process, so that it never shares the tap's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import requests
+
+from tap_stripe_dd.streams import STREAM_TYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KEY = "sk_test_benchmark0000"
+LIVE_KEY = "sk_live_benchmark0000"
+STREAMS = [stream.name for stream in STREAM_TYPES]
+START = "2023-06-01T00:00:00Z"
+
+
+@dataclass
+class Row:
+    measure: str
+    ratio: float
+    goal: str
+    detail: str
+
+
+@contextlib.contextmanager
+def emulator(objects: int, *extra: str) -> Iterator[str]:
+    process = subprocess.Popen(
+        [
+            str(BIN / "stripe-dd"),
+            "emulator",
+            "--port",
+            "0",
+            "--seed",
+            "11",
+            "--objects",
+            str(objects),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def bare_walk(url: str, streams: list[str]) -> tuple[int, float]:
+    """requests + json, limit 100, one page after the other: the ceiling any client can reach."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {KEY}"
+    began, count = time.perf_counter(), 0
+    for stream in streams:
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            body = session.get(f"{url}/v1/{stream}", params=params, timeout=60).json()
+            count += len(body["data"])
+            if not body["has_more"]:
+                break
+            params["starting_after"] = body["data"][-1]["id"]
+    return count, time.perf_counter() - began
+
+
+def catalog_for(streams: list[str], workdir: Path, config: Path) -> Path:
+    discovered = subprocess.run(
+        [str(BIN / "tap-stripe-dd"), "--config", str(config), "--discover"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    catalog = json.loads(discovered.stdout)
+    for entry in catalog["streams"]:
+        for meta in entry["metadata"]:
+            if not meta["breadcrumb"]:
+                meta["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    path = workdir / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+def run_tap(url: str, streams: list[str], workdir: Path, **settings: object) -> dict:
+    """The tap as a process to /dev/null: wall time, records and its peak RSS."""
+    config = workdir / "tap.json"
+    config.write_text(json.dumps({"api_key": KEY, "api_url": url, "start_date": START} | settings))
+    command = [str(BIN / "tap-stripe-dd"), "--config", str(config)]
+    command += ["--catalog", str(catalog_for(streams, workdir, config))]
+    began = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        subprocess.run(command, stdout=sink, stderr=subprocess.DEVNULL, check=True)
+    elapsed = time.perf_counter() - began
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": elapsed, "peak_mib": peak_kib / 1024}
+
+
+def p1_overhead(objects: int, workdir: Path) -> Row:
+    with emulator(objects) as url:
+        count, walk_seconds = bare_walk(url, STREAMS)
+        tap = run_tap(url, STREAMS, workdir)
+    walk_rate, tap_rate = count / walk_seconds, count / tap["seconds"]
+    return Row(
+        "P1 tap ÷ bare page walk (objects/s)",
+        tap_rate / walk_rate,
+        "≥ 0.5",
+        f"{count:,} objects: tap {tap_rate:,.0f}/s, bare walk {walk_rate:,.0f}/s",
+    )
+
+
+def p2_rate_limit(objects: int, workdir: Path) -> list[Row]:
+    pages = len(STREAMS) * -(-objects // 100)
+    bound = pages / 100  # Stripe's live account limit: 100 requests/s
+    rows = []
+    with emulator(objects, "--latency-ms", "200", "--rate-limit", "live") as url:
+        for label, settings in (
+            ("concurrent", {}),
+            ("one request per stream", {"max_concurrency": 1}),
+        ):
+            tap = run_tap(url, STREAMS, workdir, api_key=LIVE_KEY, **settings)
+            rows.append(
+                Row(
+                    f"P2 wall ÷ rate-limit bound ({label})",
+                    tap["seconds"] / bound,
+                    "≤ 1.25" if label == "concurrent" else "(reference)",
+                    f"{pages:,} pages, bound {bound:.1f} s, took {tap['seconds']:.1f} s",
+                )
+            )
+    return rows
+
+
+def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
+    env = os.environ | {
+        "MELTANO_DATABASE_URI": f"sqlite:///{workdir}/meltano.db",
+        "TAP_STRIPE_DD_API_KEY": KEY,
+        "TAP_STRIPE_DD_START_DATE": START,
+        "TARGET_DUCKDB_PATH": str(workdir / "bench.duckdb"),
+    }
+    subprocess.run(
+        [str(BIN / "meltano"), "install"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    with emulator(objects) as url:
+        env["TAP_STRIPE_DD_API_URL"] = url
+        began = time.perf_counter()
+        subprocess.run(
+            [str(BIN / "meltano"), "--environment", "dev", "run", "stripe-to-duckdb"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        meltano_seconds = time.perf_counter() - began
+        tap_only = run_tap(url, STREAMS, workdir)
+        records = workdir / "records.jsonl"
+        dump_records(url, records)
+    total = objects * len(STREAMS)
+    with duckdb.connect() as conn:
+        began = time.perf_counter()
+        conn.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{records}', format='array')")
+        ceiling = time.perf_counter() - began
+    rate = total / meltano_seconds
+    return [
+        Row(
+            "P3 meltano run objects/s ÷ 10,000/s",
+            rate / 10_000,
+            "≥ 1",
+            f"{total:,} objects in {meltano_seconds:.1f} s = {rate:,.0f}/s",
+        ),
+        Row(
+            "P3 where the time goes: tap alone",
+            meltano_seconds / tap_only["seconds"],
+            "(info)",
+            f"tap → /dev/null {tap_only['seconds']:.1f} s; target + Meltano the rest",
+        ),
+        Row(
+            "P3 local ceiling: DuckDB read_json",
+            total / ceiling / 10_000,
+            "(info)",
+            f"{total / ceiling:,.0f} objects/s",
+        ),
+    ]
+
+
+def dump_records(url: str, path: Path) -> None:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {KEY}"
+    chunks = []
+    for stream in STREAMS:
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            body = session.get(f"{url}/v1/{stream}", params=params, timeout=60).json()
+            chunks.extend(body["data"])
+            if not body["has_more"]:
+                break
+            params["starting_after"] = body["data"][-1]["id"]
+    path.write_text(json.dumps(chunks))
+
+
+def p4_memory(small: int, large: int, workdir: Path) -> Row:
+    peaks = {}
+    for objects in (small, large):
+        with emulator(objects) as url:
+            peaks[objects] = peak_rss(url, workdir)
+    return Row(
+        f"P4 peak RSS {large:,} ÷ {small:,} objects (charges)",
+        peaks[large] / peaks[small],
+        "≤ 1.5",
+        f"{peaks[small]:.0f} MiB vs {peaks[large]:.0f} MiB",
+    )
+
+
+def peak_rss(url: str, workdir: Path) -> float:
+    """Each measurement in a fresh child, since RUSAGE_CHILDREN keeps the largest so far."""
+    code = (
+        "import json,sys,resource;from pathlib import Path;from bench.harness import run_tap;"
+        f"run_tap({url!r}, ['charges'], Path({str(workdir)!r}));"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return float(result.stdout.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
+    args = parser.parse_args(argv)
+    scale = 10 if args.quick else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rows = [p1_overhead(20_000 // scale, workdir)]
+        rows += p2_rate_limit(20_000 // scale, workdir)
+        rows += p3_end_to_end(10_000 // scale, workdir)
+        rows.append(p4_memory(10_000, 1_000_000 // scale, workdir))
+    report = render(rows, " ".join(["python -m bench", *(argv or sys.argv[1:])]))
+    print(report)
+    (ROOT / "bench" / "RESULTS.md").write_text(report)
+    return 0
+
+
+def render(rows: list[Row], command: str) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{command}` on {machine}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| measure | ratio | goal | detail |",
+        "|---|---:|---|---|",
+        *(f"| {r.measure} | {r.ratio:.2f} | {r.goal} | {r.detail} |" for r in rows),
+        "",
+    ]
+    return "\n".join(lines)

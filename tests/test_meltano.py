@@ -1,0 +1,162 @@
+"""The main job through the real Meltano and the real target-duckdb, into a real DuckDB file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import BIN, STREAMS, TEST_KEY
+from tap_stripe_dd.client import to_unix
+from tap_stripe_dd.emulator import StripeEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def meltano_installed() -> None:
+    """Plugins are installed once into the project's .meltano/, as a user's first run does."""
+    subprocess.run([str(BIN / "meltano"), "install"], cwd=ROOT, check=True, capture_output=True)
+
+
+@dataclass
+class Warehouse:
+    """One isolated Meltano system database, DuckDB file and log, for one test."""
+
+    path: Path
+    env: dict[str, str]
+
+    def meltano(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(BIN / "meltano"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        if check:
+            assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def run_job(self, check: bool = True) -> subprocess.CompletedProcess:
+        return self.meltano("--environment", "dev", "run", "stripe-to-duckdb", check=check)
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.path), read_only=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    def ids(self, stream: str) -> list[str]:
+        return [row[0] for row in self.query(f"SELECT id FROM mystripeapi.{stream}")]
+
+    def bookmark(self, stream: str) -> str:
+        import json
+
+        state = json.loads(
+            self.meltano("state", "get", "dev:tap-stripe-dd-to-target-duckdb").stdout
+        )
+        return state["singer_state"]["bookmarks"][stream]["replication_key_value"]
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, meltano_installed: None) -> Callable[..., Warehouse]:
+    def make(emulator: StripeEmulator, **settings: str) -> Warehouse:
+        env = os.environ | {
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
+            "TAP_STRIPE_DD_API_URL": emulator.url,
+            "TAP_STRIPE_DD_API_KEY": TEST_KEY,
+            "TAP_STRIPE_DD_RETRY_INITIAL_WAIT_MS": "10",
+            "TARGET_DUCKDB_PATH": str(tmp_path / "stripe.duckdb"),
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            **settings,
+        }
+        return Warehouse(tmp_path / "stripe.duckdb", env)
+
+    return make
+
+
+def test_meltano_run_loads_every_object_exactly_once(emulator, warehouse):
+    wh = warehouse(emulator)
+    wh.run_job()
+    for stream in STREAMS:
+        ids = wh.ids(stream)
+        assert len(ids) == len(set(ids)), f"{stream}: duplicates"
+        assert sorted(ids) == sorted(emulator.ids(stream)), stream
+
+
+def test_columns_have_warehouse_types(emulator, warehouse):
+    wh = warehouse(emulator)
+    wh.run_job()
+    types = dict(
+        wh.query(
+            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'mystripeapi'"
+        )
+    )
+    for stream in STREAMS:
+        assert types[f"{stream}.created"] == "TIMESTAMP"
+    assert types["balance_transactions.available_on"] == "TIMESTAMP"
+    assert types["payouts.arrival_date"] == "TIMESTAMP"
+    for column in ("charges.amount", "refunds.amount", "balance_transactions.fee"):
+        assert types[column] in ("BIGINT", "HUGEINT", "INTEGER"), column
+    assert types["charges.metadata"] == "JSON"
+    assert types["disputes.evidence_details"] == "JSON"
+
+
+def test_second_run_is_incremental(emulator, warehouse):
+    wh = warehouse(emulator, TAP_STRIPE_DD_LOOKBACK_SECONDS="600")
+    wh.run_job()
+    first_bookmark = to_unix(wh.bookmark("charges"))
+    new = emulator.add_objects("charges", 30) + emulator.add_objects("refunds", 5)
+    emulator.clear_log()
+    wh.run_job()
+    ids = wh.ids("charges") + wh.ids("refunds")
+    assert set(new) <= set(ids)
+    assert len(ids) == len(set(ids))
+    charges = [e for e in emulator.request_log if e.path == "/v1/charges"]
+    assert min(int(e.params["created[gte]"]) for e in charges) == first_bookmark - 600
+
+
+@pytest.mark.parametrize("rows_per_batch", ["300", "100"])
+def test_exact_batch_multiple_keeps_the_bookmark(emulator, warehouse, rows_per_batch):
+    """300 objects per endpoint: one batch exactly full (300), or three (100)."""
+    wh = warehouse(emulator, TARGET_DUCKDB_BATCH_SIZE_ROWS=rows_per_batch)
+    wh.run_job()
+    for stream in STREAMS:
+        assert len(wh.ids(stream)) == len(emulator.ids(stream)) == 300
+    emulator.clear_log()
+    wh.run_job()
+    log = [e for e in emulator.request_log if e.path == "/v1/charges"]
+    starts = {int(e.params["created[gte]"]) for e in log}
+    assert min(starts) > to_unix("2024-06-01T00:00:00Z"), "second run re-read everything"
+
+
+def test_key_is_nowhere_in_state_logs_or_warehouse(emulator, warehouse, tmp_path):
+    wh = warehouse(emulator)
+    result = wh.run_job()
+    secret = TEST_KEY[8:]
+    assert secret not in result.stdout + result.stderr
+    assert secret.encode() not in (tmp_path / "meltano.db").read_bytes()
+    tables = [row[0] for row in wh.query("SELECT table_name FROM duckdb_tables()")]
+    for table in tables:
+        rows = wh.query(f"SELECT * FROM mystripeapi.{table}")
+        assert secret not in repr(rows)
+    for log in ROOT.joinpath(".meltano", "logs").rglob("*.log"):
+        assert secret not in log.read_text(errors="ignore")
+
+
+def test_meltano_yml_declares_every_tap_setting_with_label_description_and_kind():
+    import yaml
+
+    from tap_stripe_dd.tap import TapStripe
+
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (extractor,) = project["plugins"]["extractors"]
+    declared = {setting["name"]: setting for setting in extractor["settings"]}
+    assert set(declared) == set(TapStripe.config_jsonschema["properties"])
+    for setting in declared.values():
+        assert setting.get("label") and setting.get("description") and setting.get("kind")
+    assert declared["api_key"]["kind"] == "password"
+    (loader,) = project["plugins"]["loaders"]
+    assert loader["name"] == "target-duckdb" and loader["config"]["default_target_schema"]

@@ -1,0 +1,206 @@
+"""The tap against the emulator over HTTP: completeness, schemas, filters, state and errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import jsonschema
+import pytest
+
+from conftest import STREAMS, TEST_KEY, tap_config
+from tap_stripe_dd.client import schemas_dir, to_unix
+from tap_stripe_dd.emulator import StripeEmulator
+
+
+@pytest.fixture
+def full_run(emulator, run_tap):
+    run = run_tap(tap_config(emulator))
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_full_sync_emits_every_object_exactly_once(emulator, full_run, stream):
+    ids = full_run.ids(stream)
+    assert Counter(ids).most_common(1)[0][1] == 1, "an object was emitted twice"
+    assert sorted(ids) == sorted(emulator.ids(stream))
+
+
+def test_sync_crosses_pages_slices_and_same_second_clusters(emulator, full_run):
+    created = Counter(record["created"] for record in full_run.records["charges"])
+    assert max(created.values()) > 25, "no same-second cluster larger than a page"
+    pages = [e for e in emulator.request_log if e.path == "/v1/charges"]
+    assert sum("starting_after" in e.params for e in pages) > 5
+    assert len({e.params["created[gte]"] for e in pages}) > 3, "fewer slices than expected"
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_records_match_their_schema(full_run, stream):
+    schema = json.loads((schemas_dir() / f"{stream}.json").read_text())
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+    for record in full_run.records[stream]:
+        validator.validate(record)
+        assert record["created"].endswith("Z")
+
+
+def test_state_marks_each_completed_slice(emulator, full_run):
+    bookmarks = [
+        state["bookmarks"]["charges"]["replication_key_value"]
+        for state in full_run.states
+        if "replication_key_value" in state.get("bookmarks", {}).get("charges", {})
+    ]
+    assert len(bookmarks) > 3 and bookmarks == sorted(bookmarks)
+    assert to_unix(bookmarks[-1]) >= max(to_unix(r["created"]) for r in full_run.records["charges"])
+
+
+# Filters: each is sent as Stripe expects, and the result is exactly what Stripe would list.
+
+FIELD_FILTERS = [
+    ("balance_transactions", "type"),
+    ("balance_transactions", "currency"),
+    ("balance_transactions", "source"),
+    ("charges", "customer"),
+    ("charges", "payment_intent"),
+    ("charges", "transfer_group"),
+    ("customers", "email"),
+    ("disputes", "charge"),
+    ("disputes", "payment_intent"),
+    ("payouts", "status"),
+    ("payouts", "destination"),
+    ("refunds", "charge"),
+    ("refunds", "payment_intent"),
+]
+
+
+@pytest.mark.parametrize(("stream", "name"), FIELD_FILTERS)
+def test_filter_is_sent_and_honoured(emulator, run_tap, stream, name):
+    value = next(obj[name] for obj in emulator.objects(stream) if obj.get(name))
+    run = run_tap(tap_config(emulator, filters={stream: {name: value}}))
+    assert run.returncode == 0, run.stderr
+    sent = [e.params.get(name) for e in emulator.request_log if e.path == f"/v1/{stream}"]
+    assert sent and set(sent) == {value}
+    expected = [obj["id"] for obj in emulator.objects(stream) if obj.get(name) == value]
+    assert sorted(run.ids(stream)) == sorted(expected)
+
+
+def test_payout_filter_lists_that_payouts_balance_transactions(emulator, run_tap):
+    payout = next(iter(emulator.ids("payouts")))
+    run = run_tap(tap_config(emulator, filters={"balance_transactions": {"payout": payout}}))
+    assert run.returncode == 0, run.stderr
+    log = [e for e in emulator.request_log if e.path == "/v1/balance_transactions"]
+    assert {e.params.get("payout") for e in log} == {payout}
+    assert set(run.ids("balance_transactions")) < set(emulator.ids("balance_transactions"))
+
+
+def test_arrival_date_range_filter(emulator, run_tap):
+    dates = sorted(obj["arrival_date"] for obj in emulator.objects("payouts"))
+    low, high = dates[len(dates) // 4], dates[3 * len(dates) // 4]
+    filters = {"payouts": {"arrival_date": {"gte": low, "lt": high}}}
+    run = run_tap(tap_config(emulator, filters=filters))
+    assert run.returncode == 0, run.stderr
+    expected = [o["id"] for o in emulator.objects("payouts") if low <= o["arrival_date"] < high]
+    assert sorted(run.ids("payouts")) == sorted(expected)
+    log = [e for e in emulator.request_log if e.path == "/v1/payouts"]
+    assert all(e.params["arrival_date[gte]"] == str(low) for e in log)
+
+
+def test_customer_currency_is_filtered_by_the_tap(emulator, run_tap):
+    currency = next(c["currency"] for c in emulator.objects("customers") if c.get("currency"))
+    run = run_tap(tap_config(emulator, filters={"customers": {"currency": currency}}))
+    assert run.returncode == 0, run.stderr
+    assert all("currency" not in e.params for e in emulator.request_log)
+    expected = [c["id"] for c in emulator.objects("customers") if c.get("currency") == currency]
+    assert expected and sorted(run.ids("customers")) == sorted(expected)
+
+
+# Incremental runs.
+
+
+def test_second_run_reads_only_the_lookback_window_and_the_new_objects(emulator, run_tap):
+    config = tap_config(emulator, lookback_seconds=600)
+    first = run_tap(config)
+    assert first.returncode == 0, first.stderr
+    # Created a second ago: the run ends at the second it starts, exclusive.
+    new_ids = emulator.add_objects("charges", 40, created=int(time.time()) - 1)
+    emulator.clear_log()
+    second = run_tap(config, state=first.state)
+    assert second.returncode == 0, second.stderr
+    assert set(new_ids) <= set(second.ids("charges"))
+    for stream in STREAMS:
+        bookmark = to_unix(first.bookmark(stream))
+        log = [e for e in emulator.request_log if e.path == f"/v1/{stream}"]
+        assert min(int(e.params["created[gte]"]) for e in log) == bookmark - 600
+    old = set(first.ids("charges"))
+    assert len(set(second.ids("charges")) & old) < 5, "the second run re-read old history"
+
+
+def test_state_from_a_bookmark_in_the_future_is_refused(emulator, run_tap):
+    state = {"bookmarks": {"charges": {"replication_key_value": "2999-01-01T00:00:00Z"}}}
+    run = run_tap(tap_config(emulator), state=state)
+    assert run.returncode == 2
+    assert "in the future" in run.stderr and "Traceback" not in run.stderr
+    assert not run.records.get("charges")
+
+
+# Errors from the API: one line that names the problem, never the key.
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("401", "API key was rejected"),
+        ("403", "lacks a permission"),
+        ("404", "HTTP 404"),
+    ],
+)
+def test_api_errors_stop_the_run_with_a_clear_message(emulator, run_tap, kind, expected):
+    emulator.script_fault("/v1/balance_transactions", nth=1, kind=kind)
+    run = run_tap(tap_config(emulator))
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("tap-stripe-dd: error:") and expected in last
+    assert "Traceback" not in run.stderr
+    assert TEST_KEY[8:] not in run.stderr + run.stdout
+
+
+def test_wrong_key_is_reported_without_echoing_it(run_tap):
+    with StripeEmulator(seed=1, objects=10, api_key="sk_test_theRightKey123456") as emulator:
+        run = run_tap(tap_config(emulator))
+    assert run.returncode == 1
+    assert "API key was rejected" in run.stderr
+    assert TEST_KEY[8:] not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "429", "drop", "truncate", "nonjson"])
+def test_transient_faults_are_retried_to_a_complete_sync(emulator, run_tap, kind):
+    emulator.script_fault("/v1/charges", nth=2, kind=kind, count=3)
+    run = run_tap(tap_config(emulator))
+    assert run.returncode == 0, run.stderr
+    assert sorted(run.ids("charges")) == sorted(emulator.ids("charges"))
+    assert "Backing off" in run.stderr
+
+
+def test_should_retry_false_is_not_retried(emulator, run_tap):
+    emulator.script_fault("/v1/charges", nth=1, kind="503", should_retry=False)
+    run = run_tap(tap_config(emulator, max_concurrency=1))
+    assert run.returncode == 1
+    assert sum(e.path == "/v1/charges" for e in emulator.request_log) == 1
+
+
+def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
+    emulator.script_fault("/v1/charges", nth=1, kind="nonjson", count=50)
+    run = run_tap(tap_config(emulator, max_retries=2, max_concurrency=1))
+    assert run.returncode == 1
+    assert "not JSON" in run.stderr.strip().splitlines()[-1]
+    assert sum(e.path == "/v1/charges" for e in emulator.request_log) == 3
+
+
+def test_headers_pin_the_version_and_never_log_the_key(emulator, run_tap):
+    run = run_tap(tap_config(emulator, account_id="acct_1Emulated", stripe_version="2024-06-20"))
+    assert run.returncode == 0, run.stderr
+    headers = emulator.request_log[0].headers
+    assert headers["Stripe-Version"] == "2024-06-20"
+    assert headers["Stripe-Account"] == "acct_1Emulated"
+    assert TEST_KEY[8:] not in run.stdout + run.stderr
