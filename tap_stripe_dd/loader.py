@@ -8,6 +8,7 @@
    and the next run re-reads everything. Here, once all input is loaded, the latest STATE is
    forwarded if it was not already.
 
+It also creates the warehouse file's folder, which upstream expects to exist.
 Everything else is upstream's code, unchanged; Meltano runs this as the `target-duckdb` loader.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import target_duckdb
@@ -24,6 +26,7 @@ UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
 FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
 UPSTREAM_PERSIST_LINES = target_duckdb.persist_lines
 UPSTREAM_EMIT_STATE = target_duckdb.emit_state
+UPSTREAM_CONNECT = target_duckdb.duckdb_connect
 
 
 class HeaderlessCopyConnection:
@@ -78,7 +81,15 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     tracker.forward_final()
 
 
+def duckdb_connect(config: dict) -> Any:
+    path = str(config.get("path", config.get("filepath", "")))
+    if path and ":" not in path.split("/")[0]:  # a local file, not md: or motherduck:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return UPSTREAM_CONNECT(config)
+
+
 def main() -> None:
+    target_duckdb.duckdb_connect = duckdb_connect
     target_duckdb.persist_lines = persist_lines
     target_duckdb.main()
 

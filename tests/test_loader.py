@@ -46,7 +46,7 @@ def run_target(
     executable: str, tmp_path: Path, lines: list[str], batch_size_rows: int
 ) -> tuple[int, list[dict]]:
     """Returns (rows in the table, STATE values emitted on stdout)."""
-    db = tmp_path / f"{executable}.duckdb"
+    db = tmp_path / "warehouse" / f"{executable}.duckdb"
     config = tmp_path / "target.json"
     config.write_text(
         json.dumps(
@@ -73,6 +73,7 @@ def test_every_row_of_every_batch_arrives(tmp_path: Path, count: int) -> None:
 
 
 def test_upstream_drops_first_rows_that_the_guard_keeps(tmp_path: Path) -> None:
+    (tmp_path / "warehouse").mkdir()
     upstream_rows, _ = run_target("target-duckdb", tmp_path, singer_lines(3), batch_size_rows=1)
     assert upstream_rows < 3, "upstream no longer loses rows: the guard may be obsolete"
 
@@ -85,6 +86,7 @@ def test_final_state_is_forwarded_when_rows_fill_the_last_batch(tmp_path: Path, 
 
 
 def test_upstream_loses_final_state_when_rows_fill_the_last_batch(tmp_path: Path) -> None:
+    (tmp_path / "warehouse").mkdir()
     _, states = run_target("target-duckdb", tmp_path, singer_lines(100), batch_size_rows=100)
     final = states[-1]["bookmarks"]["charges"]["replication_key_value"]
     assert final == "2025-01-01T00:00:00Z", "upstream forwards the final STATE: guard obsolete?"
