@@ -2,78 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-import duckdb
 import pytest
 
-from conftest import BIN, STREAMS, TEST_KEY
+from conftest import ROOT, STREAMS, TEST_KEY
 from tap_stripe_dd.client import to_unix
-from tap_stripe_dd.emulator import StripeEmulator
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def meltano_installed() -> None:
-    """Plugins are installed once into the project's .meltano/, as a user's first run does."""
-    subprocess.run([str(BIN / "meltano"), "install"], cwd=ROOT, check=True, capture_output=True)
-
-
-@dataclass
-class Warehouse:
-    """One isolated Meltano system database, DuckDB file and log, for one test."""
-
-    path: Path
-    env: dict[str, str]
-
-    def meltano(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [str(BIN / "meltano"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True
-        )
-        if check:
-            assert result.returncode == 0, result.stderr[-3000:]
-        return result
-
-    def run_job(self, check: bool = True) -> subprocess.CompletedProcess:
-        return self.meltano("--environment", "dev", "run", "stripe-to-duckdb", check=check)
-
-    def query(self, sql: str) -> list[tuple]:
-        with duckdb.connect(str(self.path), read_only=True) as conn:
-            return conn.execute(sql).fetchall()
-
-    def ids(self, stream: str) -> list[str]:
-        return [row[0] for row in self.query(f"SELECT id FROM mystripeapi.{stream}")]
-
-    def bookmark(self, stream: str) -> str:
-        import json
-
-        state = json.loads(
-            self.meltano("state", "get", "dev:tap-stripe-dd-to-target-duckdb").stdout
-        )
-        return state["singer_state"]["bookmarks"][stream]["replication_key_value"]
-
-
-@pytest.fixture
-def warehouse(tmp_path: Path, meltano_installed: None) -> Callable[..., Warehouse]:
-    def make(emulator: StripeEmulator, **settings: str) -> Warehouse:
-        env = os.environ | {
-            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
-            "TAP_STRIPE_DD_API_URL": emulator.url,
-            "TAP_STRIPE_DD_API_KEY": TEST_KEY,
-            "TAP_STRIPE_DD_RETRY_INITIAL_WAIT_MS": "10",
-            "TARGET_DUCKDB_PATH": str(tmp_path / "stripe.duckdb"),
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            **settings,
-        }
-        return Warehouse(tmp_path / "stripe.duckdb", env)
-
-    return make
 
 
 def test_meltano_run_loads_every_object_exactly_once(emulator, warehouse):
