@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -102,10 +103,21 @@ def emulator() -> Iterator[StripeEmulator]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def meltano(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Meltano writes each plugin's run files under .meltano/run/: one process at a time."""
+    (ROOT / ".meltano").mkdir(exist_ok=True)
+    with (ROOT / ".meltano" / "tests.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(
+            [str(BIN / "meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+
+
 @pytest.fixture(scope="session")
 def meltano_installed() -> None:
     """Plugins are installed once into the project's .meltano/, as a user's first run does."""
-    subprocess.run([str(BIN / "meltano"), "install"], cwd=ROOT, check=True, capture_output=True)
+    result = meltano("install")
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @dataclass
@@ -116,9 +128,7 @@ class Warehouse:
     env: dict[str, str]
 
     def meltano(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [str(BIN / "meltano"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True
-        )
+        result = meltano(*args, env=self.env)
         if check:
             assert result.returncode == 0, result.stderr[-3000:]
         return result
@@ -134,8 +144,6 @@ class Warehouse:
         return [row[0] for row in self.query(f"SELECT id FROM mystripeapi.{stream}")]
 
     def bookmark(self, stream: str) -> str:
-        import json
-
         state = json.loads(
             self.meltano("state", "get", "dev:tap-stripe-dd-to-target-duckdb").stdout
         )
