@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 import typing as t
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cached_property
 from importlib import resources
@@ -20,8 +20,10 @@ import requests
 from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.helpers._util import utc_now
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
+from singer_sdk.singerlib import RecordMessage
 
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.slices import Slice, SliceScheduler
@@ -312,6 +314,27 @@ class StripeStream(RESTStream[str | None]):
                 return None
         apply_plan(row, self._datetime_plan)
         return row
+
+    @cached_property
+    def _deselects_properties(self) -> bool:
+        return not all(selected for breadcrumb, selected in self.mask.items() if breadcrumb)
+
+    def _generate_record_messages(self, record: dict) -> Iterator[RecordMessage]:
+        """The SDK walks every record to drop deselected properties; on large Stripe objects
+        that walk is a sixth of the tap's time, so it is made only when one is deselected.
+        (Type conformance is off, see TYPE_CONFORMANCE_LEVEL; stream maps still apply.)"""
+        if self._deselects_properties:
+            yield from super()._generate_record_messages(record)
+            return
+        extracted = utc_now()
+        for stream_map in self.stream_maps:
+            if (mapped := stream_map.transform(record)) is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=extracted,
+                )
 
     # Slices and state.
 

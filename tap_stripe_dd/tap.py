@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 import requests
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+from singer_sdk.singerlib import Message, RecordMessage
 
 from tap_stripe_dd.client import (
     DEFAULT_API_URL,
@@ -27,6 +29,18 @@ from tap_stripe_dd.client import (
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.ratelimit import RateLimiter
 from tap_stripe_dd.streams import STREAM_TYPES
+
+
+class StripeWriter(MsgSpecWriter):
+    """msgspec encodes large Stripe objects several times faster than simplejson; and records
+    are flushed with the next STATE (or a full buffer), not one system call each: a STATE
+    still leaves only after every record before it."""
+
+    def write_message(self, message: Message) -> None:
+        sys.stdout.buffer.write(self.format_message(message))
+        if not isinstance(message, RecordMessage):
+            sys.stdout.flush()
+
 
 KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
 
@@ -46,6 +60,7 @@ class TapStripe(Tap):
     """Stripe's balance transactions, charges, customers, disputes, payouts and refunds."""
 
     name = "tap-stripe-dd"
+    message_writer_class = StripeWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
