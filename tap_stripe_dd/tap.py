@@ -208,22 +208,34 @@ class TapStripe(Tap):
 
     def _sync_stream(self, stream: Stream) -> None:
         with self._sdk_lock:
-            stream.sync()
-            stream.finalize_state_progress_markers()
+            self.thread_local.holds_sdk_lock = True
+            try:
+                stream.sync()
+                stream.finalize_state_progress_markers()
+            finally:
+                self.thread_local.holds_sdk_lock = False
 
     def wait_for(self, pages: queue.Queue) -> t.Any:
-        """A stream's next item from its fetchers; other streams may write meanwhile."""
+        """A stream's next item from its fetchers; other streams may write meanwhile.
+
+        A stream synced on its own (`stream.sync()`, as the SDK's test helpers do) holds no
+        lock and has none to release."""
+        if not getattr(self.thread_local, "holds_sdk_lock", False):
+            return self._next_item(pages)
         self._sdk_lock.release()
         try:
-            while True:
-                try:
-                    return pages.get(timeout=0.5)
-                except queue.Empty:
-                    if self.aborted.is_set():
-                        msg = "stopped: another stream failed"
-                        raise RuntimeError(msg) from None
+            return self._next_item(pages)
         finally:
             self._sdk_lock.acquire()
+
+    def _next_item(self, pages: queue.Queue) -> t.Any:
+        while True:
+            try:
+                return pages.get(timeout=0.5)
+            except queue.Empty:
+                if self.aborted.is_set():
+                    msg = "stopped: another stream failed"
+                    raise RuntimeError(msg) from None
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """JSON-schema checks first, then what a schema cannot say; no message echoes the key."""
