@@ -50,10 +50,12 @@ def _filter_type(stream: type[StripeStream]) -> th.ObjectType:
     values = th.CustomType(
         {"type": ["string", "integer", "object"], "additionalProperties": {"type": "integer"}}
     )
-    names = stream.filters + stream.local_filters
-    return th.ObjectType(
-        *(th.Property(name, values) for name in names), additional_properties=False
+    sent = (th.Property(n, values, description=f"Stripe's `{n}` parameter") for n in stream.filters)
+    local = (
+        th.Property(n, values, description=f"Keeps records whose `{n}` equals it (tap-side)")
+        for n in stream.local_filters
     )
+    return th.ObjectType(*sent, *local, additional_properties=False)
 
 
 class TapStripe(Tap):
@@ -157,7 +159,12 @@ class TapStripe(Tap):
         th.Property(
             "filters",
             th.ObjectType(
-                *(th.Property(stream.name, _filter_type(stream)) for stream in STREAM_TYPES),
+                *(
+                    th.Property(
+                        stream.name, _filter_type(stream), description=f"Filters of {stream.path}"
+                    )
+                    for stream in STREAM_TYPES
+                ),
                 additional_properties=False,
             ),
             description="Stripe's optional list parameters, per stream, e.g. "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import ROOT, STREAMS, TEST_KEY
@@ -94,3 +97,18 @@ def test_meltano_yml_declares_every_tap_setting_with_label_description_and_kind(
     assert declared["api_key"]["kind"] == "password"
     (loader,) = project["plugins"]["loaders"]
     assert loader["name"] == "target-duckdb" and loader["config"]["default_target_schema"]
+
+
+def test_readme_settings_table_matches_about():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "update_readme_settings.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_schedule_is_listed(emulator, warehouse):
+    listed = warehouse(emulator).meltano("schedule", "list").stdout
+    assert "stripe-to-duckdb-hourly" in listed and "@hourly" in listed
