@@ -30,7 +30,10 @@ BIN = Path(sys.executable).parent
 KEY = "sk_test_benchmark0000"
 LIVE_KEY = "sk_live_benchmark0000"
 STREAMS = [stream.name for stream in STREAM_TYPES]
-START = "2023-06-01T00:00:00Z"
+# The emulator's data spans 2024-2025; the window matches it, so slices are not mostly empty.
+WINDOW = {"start_date": "2024-01-01T00:00:00Z", "end_date": "2026-01-01T00:00:00Z"}
+# Measures without Stripe's limits (P1, P3, P4) lift the tap's own limiter out of the way.
+UNLIMITED = {"rate_limit_per_account": 100_000, "rate_limit_per_endpoint": 100_000}
 
 
 @dataclass
@@ -102,7 +105,7 @@ def catalog_for(streams: list[str], workdir: Path, config: Path) -> Path:
 def run_tap(url: str, streams: list[str], workdir: Path, **settings: object) -> dict:
     """The tap as a process to /dev/null: wall time, records and its peak RSS."""
     config = workdir / "tap.json"
-    config.write_text(json.dumps({"api_key": KEY, "api_url": url, "start_date": START} | settings))
+    config.write_text(json.dumps({"api_key": KEY, "api_url": url, **WINDOW} | settings))
     command = [str(BIN / "tap-stripe-dd"), "--config", str(config)]
     command += ["--catalog", str(catalog_for(streams, workdir, config))]
     began = time.perf_counter()
@@ -116,7 +119,7 @@ def run_tap(url: str, streams: list[str], workdir: Path, **settings: object) -> 
 def p1_overhead(objects: int, workdir: Path) -> Row:
     with emulator(objects) as url:
         count, walk_seconds = bare_walk(url, STREAMS)
-        tap = run_tap(url, STREAMS, workdir)
+        tap = run_tap(url, STREAMS, workdir, **UNLIMITED)
     walk_rate, tap_rate = count / walk_seconds, count / tap["seconds"]
     return Row(
         "P1 tap ÷ bare page walk (objects/s)",
@@ -151,7 +154,10 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
     env = os.environ | {
         "MELTANO_DATABASE_URI": f"sqlite:///{workdir}/meltano.db",
         "TAP_STRIPE_DD_API_KEY": KEY,
-        "TAP_STRIPE_DD_START_DATE": START,
+        "TAP_STRIPE_DD_START_DATE": WINDOW["start_date"],
+        "TAP_STRIPE_DD_END_DATE": WINDOW["end_date"],
+        "TAP_STRIPE_DD_RATE_LIMIT_PER_ACCOUNT": str(UNLIMITED["rate_limit_per_account"]),
+        "TAP_STRIPE_DD_RATE_LIMIT_PER_ENDPOINT": str(UNLIMITED["rate_limit_per_endpoint"]),
         "TARGET_DUCKDB_PATH": str(workdir / "bench.duckdb"),
     }
     subprocess.run(
@@ -168,7 +174,7 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
             capture_output=True,
         )
         meltano_seconds = time.perf_counter() - began
-        tap_only = run_tap(url, STREAMS, workdir)
+        tap_only = run_tap(url, STREAMS, workdir, **UNLIMITED)
         records = workdir / "records.jsonl"
         dump_records(url, records)
     total = objects * len(STREAMS)
@@ -230,8 +236,8 @@ def p4_memory(small: int, large: int, workdir: Path) -> Row:
 def peak_rss(url: str, workdir: Path) -> float:
     """Each measurement in a fresh child, since RUSAGE_CHILDREN keeps the largest so far."""
     code = (
-        "import json,sys,resource;from pathlib import Path;from bench.harness import run_tap;"
-        f"run_tap({url!r}, ['charges'], Path({str(workdir)!r}));"
+        "import resource;from pathlib import Path;from bench.harness import run_tap, UNLIMITED;"
+        f"run_tap({url!r}, ['charges'], Path({str(workdir)!r}), **UNLIMITED);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)"
     )
     result = subprocess.run(
