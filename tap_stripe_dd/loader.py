@@ -8,7 +8,8 @@
    and the next run re-reads everything. Here, once all input is loaded, the latest STATE is
    forwarded if it was not already.
 
-It also creates the warehouse file's folder, which upstream expects to exist.
+It also creates the warehouse file's folder, which upstream expects to exist, and reads a
+top-level primary key without flattening the whole record first (a fifth of its time).
 Everything else is upstream's code, unchanged; Meltano runs this as the `target-duckdb` loader.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import target_duckdb
+from target_duckdb.db_sync import DbSync
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
 FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
@@ -42,6 +44,17 @@ class HeaderlessCopyConnection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
+
+
+class KeyedDbSync(DbSync):
+    """Upstream flattens every record just to read its key; a top-level scalar key is the same
+    string either way."""
+
+    def record_primary_key_string(self, record: dict) -> str | None:
+        keys = self.stream_schema_message["key_properties"]
+        if keys and all(isinstance(record.get(key), str | int) for key in keys):
+            return ",".join(str(record[key]) for key in keys)
+        return super().record_primary_key_string(record)
 
 
 class StateTracker:
@@ -90,6 +103,7 @@ def duckdb_connect(config: dict) -> Any:
 
 def main() -> None:
     target_duckdb.duckdb_connect = duckdb_connect
+    target_duckdb.DbSync = KeyedDbSync
     target_duckdb.persist_lines = persist_lines
     target_duckdb.main()
 
