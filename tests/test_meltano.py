@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, STREAMS, TEST_KEY
+from tap_stripe_dd import cli
 from tap_stripe_dd.client import to_unix
 
 pytestmark = pytest.mark.slow
@@ -112,3 +114,22 @@ def test_readme_settings_table_matches_about():
 def test_schedule_is_listed(emulator, warehouse):
     listed = warehouse(emulator).meltano("schedule", "list").stdout
     assert "stripe-to-duckdb-hourly" in listed and "@hourly" in listed
+
+
+def test_samples_and_both_sql_forms_over_the_loaded_warehouse(emulator, warehouse, capsys):
+    wh = warehouse(emulator)
+    wh.run_job()
+    assert cli.main(["samples", "--db", str(wh.path)]) == 0
+    out = capsys.readouterr().out
+    for stream in STREAMS:
+        assert f"mystripeapi /{stream} ==" in out
+    assert out.count("(300 rows)") == len(STREAMS)
+    answers = []
+    for sql in (
+        "SELECT id, amount, created FROM `mystripeapi`.`/charges` ORDER BY id LIMIT 1000",
+        "SELECT id, amount, created FROM mystripeapi.charges ORDER BY id LIMIT 1000",
+    ):
+        assert cli.main(["query", sql, "--db", str(wh.path), "--format", "json"]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == answers[1]
+    assert sorted(row["id"] for row in answers[0]) == sorted(emulator.ids("charges"))
