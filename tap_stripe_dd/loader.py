@@ -24,6 +24,8 @@ from typing import Any
 import target_duckdb
 from target_duckdb.db_sync import DbSync
 
+from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
+
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
 FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
 UPSTREAM_PERSIST_LINES = target_duckdb.persist_lines
@@ -95,6 +97,15 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
 
 
 def duckdb_connect(config: dict) -> Any:
+    """Refuses a data-source name the query tool could not use, before anything is written."""
+    source = config.get("default_target_schema")
+    if source is not None and not SOURCE_NAME.fullmatch(str(source)):
+        print(
+            f"target-duckdb: error: invalid data-source name {source!r} "
+            f"(default_target_schema): {SOURCE_RULE}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     path = str(config.get("path", config.get("filepath", "")))
     if path and ":" not in path.split("/")[0]:  # a local file, not md: or motherduck:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

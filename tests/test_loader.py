@@ -101,3 +101,21 @@ def test_state_is_not_forwarded_before_its_rows_are_loaded(tmp_path: Path) -> No
     assert [s["bookmarks"]["charges"]["replication_key_value"] for s in states] == [
         "2025-04-01T00:00:00Z"
     ]
+
+
+@pytest.mark.parametrize("source", ["MyStripe", "my-stripe", "stripe data"])
+def test_bad_data_source_name_is_refused_before_anything_is_written(tmp_path: Path, source: str):
+    config = tmp_path / "target.json"
+    db = tmp_path / "warehouse" / "stripe.duckdb"
+    config.write_text(json.dumps({"path": str(db), "default_target_schema": source}))
+    result = subprocess.run(
+        [str(BIN / "target-duckdb-dd"), "--config", str(config)],
+        input="\n".join(singer_lines(3)) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "lowercase letters, digits and underscores" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not db.exists()
