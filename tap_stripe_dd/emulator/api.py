@@ -300,7 +300,7 @@ class Api:
         index = dataset.index_of(resource, object_id)
         if index is None:
             raise no_such(resource, object_id, "id")
-        return Response(200, dataset.entry(resource, index).json)
+        return Response(200, dataset.json(resource, [index])[0])
 
     def list(self, dataset: Dataset, resource: str, query: ListQuery, now: float) -> Response:
         low, high = query.low, query.high
@@ -326,16 +326,19 @@ class Api:
         indexes = dataset.scan(resource, low, high, descending=not backwards, now=now)
         if span is not None:  # objects added later are in no payout
             indexes = (index for index in indexes if index in span)
-        entries = (dataset.entry(resource, index) for index in indexes)
         tests = self.tests(query)
         if tests:
-            entries = (entry for entry in entries if all(test(entry) for test in tests))
-        page = list(islice(entries, query.limit + 1))
+            indexes = (
+                index
+                for index in indexes
+                if all(test(dataset.entry(resource, index)) for test in tests)
+            )
+        page = list(islice(indexes, query.limit + 1))
         has_more = len(page) > query.limit
-        page = page[: query.limit]
+        del page[query.limit :]
         if backwards:
             page.reverse()
-        return Response(200, list_body(resource, page, has_more))
+        return Response(200, list_body(resource, dataset.json(resource, page), has_more))
 
     @staticmethod
     def payout_span(dataset: Dataset, payout_id: str) -> range:
@@ -358,16 +361,16 @@ class Api:
         return tests
 
 
-def list_body(resource: str, page: list[Entry], has_more: bool) -> bytes:
-    return b"".join(
-        (
-            b'{"object":"list","data":[',
-            b",".join(entry.json for entry in page),
-            b'],"has_more":',
-            b"true" if has_more else b"false",
-            f',"url":"/v1/{resource}"}}'.encode(),
-        )
-    )
+def list_body(resource: str, page: list[bytes], has_more: bool) -> bytes:
+    """Stripe's list envelope around objects' JSON, which is never decoded or encoded again.
+
+    One join copies the page once: a join inside a join would hold two page-sized buffers, and
+    malloc then hands the memory back and faults it in again, at twenty times the copy's cost.
+    """
+    data = [b","] * (2 * len(page) - 1) if page else []
+    data[::2] = page
+    end = f'],"has_more":{"true" if has_more else "false"},"url":"/v1/{resource}"}}'.encode()
+    return b"".join([b'{"object":"list","data":[', *data, end])
 
 
 def request_id() -> str:

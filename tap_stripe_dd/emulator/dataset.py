@@ -3,6 +3,9 @@
 Objects are listed newest first by the key (created, index). Object i of the generated range
 has key (timeline.created(i), i), which grows with i, so a key range is an index range found by
 bisection. Objects added later (`add_objects`) live in a small sorted list merged in.
+
+Objects are built on demand and cached; `prewarm` instead renders every generated object's JSON
+up front (in worker processes if there are many), so that serving a page only joins bytes.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import multiprocessing
+import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from tap_stripe_dd.emulator.keys import IdCodec, Rng, hash64, mix64
-from tap_stripe_dd.emulator.objects import RESOURCES, SOURCE_KINDS, Entry, Shared
+from tap_stripe_dd.emulator.objects import LINK_WINDOW, RESOURCES, SOURCE_KINDS, Entry, Shared
 from tap_stripe_dd.emulator.timeline import Timeline
 from tap_stripe_dd.emulator.vocabulary import BUSINESSES
 
@@ -24,6 +31,9 @@ INFINITY = 1 << 62
 LOWEST: Key = (-INFINITY, 0)
 HIGHEST: Key = (INFINITY, 0)
 PARTNER_SALT = 0x9A27
+RENDER_CHUNK = 1_000  # objects of one resource rendered before the next resource's turn
+PARALLEL_FROM = 10_000  # objects per resource from which worker processes pay for their start
+Settings = tuple[int, str | None, int, int, int]  # seed, account, count, start, end
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class Dataset:
     def __init__(
         self, seed: int, account: str | None, count: int, start: int, end: int, cache_size: int
     ) -> None:
+        self.settings: Settings = (seed, account, count, start, end)
         self.key = hash64("dataset", seed, account or "")
         self.count = count
         self.start = start
@@ -54,7 +65,11 @@ class Dataset:
         self._codecs: dict[tuple[str, int], IdCodec] = {}
         self._added = dict.fromkeys(RESOURCES, Added())
         self._lock = threading.Lock()
-        self.entry = functools.lru_cache(maxsize=cache_size)(self._build)
+        self._entries = {
+            name: functools.lru_cache(maxsize=cache_size)(functools.partial(self._build, name))
+            for name in RESOURCES
+        }
+        self._rendered: dict[str, list[bytes]] = {name: [] for name in RESOURCES}
         self.profile = functools.lru_cache(maxsize=16_384)(self._make_profile)
 
     # Ids -------------------------------------------------------------------------------------
@@ -89,10 +104,40 @@ class Dataset:
             return self.timeline.created(index)
         return self._added[resource].created[index]
 
+    def entry(self, resource: str, index: int) -> Entry:
+        """Object `index`, built now or (among the last `cache_size` of its resource) before."""
+        return self._entries[resource](index)
+
+    def json(self, resource: str, indexes: list[int]) -> list[bytes]:
+        """Objects as served: their prewarmed bytes if all are prewarmed, else their entries'."""
+        rendered = self._rendered[resource]
+        if max(indexes, default=-1) < len(rendered):
+            return list(map(rendered.__getitem__, indexes))
+        return [self.entry(resource, index).json for index in indexes]
+
     def _build(self, resource: str, index: int) -> Entry:
         rng = Rng(self._salts[resource] ^ index)
         own, shared = RESOURCES[resource].build(self, index, self.created(resource, index), rng)
-        return Entry.assemble(own, shared)
+        return Entry(own, shared)
+
+    def prewarm(self, jobs: int | None = None) -> None:
+        """Renders every generated object now, so that serving one is a list lookup.
+
+        `jobs` forked processes render an index range each (default: one per CPU if there are
+        many objects and forking is safe); the bytes are the same whichever process renders them.
+        """
+        jobs = default_jobs(self.count) if jobs is None else jobs
+        cuts = [self.count * part // jobs for part in range(jobs + 1)]
+        ranges = (repeat(self.settings), cuts[:-1], cuts[1:])
+        if jobs == 1:
+            parts = list(map(render, *ranges))
+        else:
+            fork = multiprocessing.get_context("fork")  # no re-import of __main__, as spawn does
+            with ProcessPoolExecutor(jobs, mp_context=fork) as pool:
+                parts = list(pool.map(render, *ranges))
+        self._rendered = {
+            name: [body for part in parts for body in part[name]] for name in RESOURCES
+        }
 
     def _make_profile(self, resource: str, number: int) -> Shared:
         spec = RESOURCES[resource]
@@ -161,12 +206,37 @@ class Dataset:
         ]
         keys = [key for key in keys if added.visible(key[1], now)]
         if not keys:
-            yield from generated
-            return
+            return iter(generated)
         merged = heapq.merge(
             ((timeline.created(i), i) for i in generated),
             reversed(keys) if descending else keys,
             reverse=descending,
         )
-        for _, index in merged:
-            yield index
+        return (index for _, index in merged)
+
+
+def default_jobs(count: int) -> int:
+    """One process per CPU for many objects, if this process may fork: only a process without
+    other threads can, as a thread's lock held at the fork would stay held in the child."""
+    if (
+        count < PARALLEL_FROM
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    return os.cpu_count() or 1
+
+
+def render(settings: Settings, first: int, stop: int) -> dict[str, list[bytes]]:
+    """The JSON of objects first..stop-1 of each resource of the data set `settings` describe.
+
+    A data set of its own builds them a chunk of each resource in turn, and keeps enough of each
+    resource built that links (which reach at most LINK_WINDOW objects back) are cache hits.
+    """
+    dataset = Dataset(*settings, cache_size=LINK_WINDOW + RENDER_CHUNK)
+    bodies: dict[str, list[bytes]] = {name: [] for name in RESOURCES}
+    for low in range(first, stop, RENDER_CHUNK):
+        chunk = range(low, min(low + RENDER_CHUNK, stop))
+        for name, rendered in bodies.items():
+            rendered += [dataset.entry(name, index).json for index in chunk]
+    return bodies

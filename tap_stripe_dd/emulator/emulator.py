@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ DEFAULT_CREATED_TO = 1_767_225_599  # 2025-12-31T23:59:59Z
 
 
 class StripeEmulator:
-    """A Stripe-compatible API on 127.0.0.1 serving `objects` deterministic objects per endpoint."""
+    """A Stripe-compatible API on 127.0.0.1 serving `objects` deterministic objects per endpoint.
+
+    Objects are built when first asked for; the last `cache_size` of each resource stay built.
+    `prewarm` renders all of the platform's objects in start() instead, before it listens, so
+    that a benchmark measures the client rather than the building of objects.
+    """
 
     def __init__(
         self,
@@ -34,6 +40,7 @@ class StripeEmulator:
         *,
         port: int = 0,
         cache_size: int = 20_000,
+        prewarm: bool = False,
     ) -> None:
         self.seed = seed
         self.count = objects
@@ -49,7 +56,10 @@ class StripeEmulator:
             )
         if latency_ms < 0 or jitter_ms < 0:
             raise ValueError("latency and jitter must not be negative")
-        self._cache_size = cache_size
+        if cache_size < 0:
+            raise ValueError("cache_size must not be negative")
+        self._cache_size = max(cache_size, objects) if prewarm else cache_size
+        self._prewarm = prewarm
         self._datasets: dict[str | None, Dataset] = {}
         self._lock = threading.Lock()
         api = Api(self._dataset, api_key)
@@ -62,6 +72,9 @@ class StripeEmulator:
     # Lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> StripeEmulator:
+        if self._prewarm:
+            self._dataset(None).prewarm()
+            self._prewarm = False  # a restart after stop() serves what is rendered already
         if self._server is None:
             self._server = Server(self._port, self._service)
             self._thread = threading.Thread(
@@ -141,7 +154,8 @@ class StripeEmulator:
         """The objects the list endpoint would list now, newest first, as fresh dicts."""
         dataset = self._dataset(account)
         for index in self._listed(resource, account):
-            yield dataset.entry(resource, index).as_dict()
+            (body,) = dataset.json(resource, [index])
+            yield json.loads(body)
 
     def add_objects(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from tap_stripe_dd.emulator.vocabulary import (
 
 SHAPES = json.loads(Path(__file__).with_name("shapes.json").read_text(encoding="utf-8"))
 DAY = 86_400
+LINK_WINDOW = 20_000  # the farthest back (in objects) an object links to another one's fields
 Fields = dict[str, Any]
 
 
@@ -82,26 +83,27 @@ class Shared:
         return self._json
 
 
-@dataclass(frozen=True)
 class Entry:
-    """One object as served: its JSON bytes, and its values for filters and links."""
+    """One object: its values for filters and links, and its JSON bytes, encoded when first
+    asked for, as an object built only to be linked to (a dispute's charge) is never served."""
 
-    own: Fields
-    shared: Shared
-    json: bytes = field(repr=False)
+    __slots__ = ("_json", "own", "shared")
 
-    @classmethod
-    def assemble(cls, own: Fields, shared: Shared) -> Entry:
-        rest = shared.json_beside(own)
-        head = compact(own)[:-1].encode()
-        return cls(own, shared, head + (b"," + rest if rest else b"") + b"}")
+    def __init__(self, own: Fields, shared: Shared) -> None:
+        self.own = own
+        self.shared = shared
+        self._json: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        if self._json is None:  # two threads may both encode it: the same bytes, no harm
+            rest = self.shared.json_beside(self.own)
+            head = compact(self.own)[:-1].encode()
+            self._json = head + (b"," + rest if rest else b"") + b"}"
+        return self._json
 
     def get(self, name: str) -> Any:
         return self.own[name] if name in self.own else self.shared.fields.get(name)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A fresh copy: callers may change it without changing what is served."""
-        return json.loads(self.json)
 
 
 class Store(Protocol):
@@ -559,7 +561,7 @@ def dispute_profile(store: Store, number: int, rng: Rng) -> Fields:
 
 def build_dispute(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
     """A dispute of an earlier charge, for its amount, with a deadline for evidence."""
-    charge_index = store.earlier("charges", index, rng, window=20_000)
+    charge_index = store.earlier("charges", index, rng, window=LINK_WINDOW)
     charge = None if charge_index is None else store.entry("charges", charge_index)
     status = DISPUTE_STATUS.draw(rng)
     submitted = status in ("won", "lost", "under_review", "warning_under_review")

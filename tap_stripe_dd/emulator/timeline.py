@@ -8,6 +8,8 @@ object i of each resource (a charge and its balance transaction, say) share thei
 
 from __future__ import annotations
 
+import functools
+
 from tap_stripe_dd.emulator.keys import mix64
 
 CHUNK = 1000  # one burst per this many objects
@@ -26,6 +28,7 @@ class Timeline:
         self._scale = max(count, 1) << 32
         self._span = end - start + 1
         self._chunk = max(1, min(count, CHUNK))
+        self._search = functools.lru_cache(maxsize=1_024)(self._bisect)  # a sync's slice bounds
 
     def created(self, index: int) -> int:
         chunk, offset = divmod(index, self._chunk)
@@ -47,6 +50,16 @@ class Timeline:
 
     def first_index_from(self, key: tuple[int, int]) -> int:
         """The first index whose (created, index) is at least `key`: cursors' bisection."""
+        created, index = key
+        if (
+            0 <= index < self.count
+            and created <= self.created(index)
+            and (index == 0 or self.created(index - 1) <= created)
+        ):
+            return index  # a cursor's key, or the one just after it: no search
+        return self._search(key)
+
+    def _bisect(self, key: tuple[int, int]) -> int:
         low, high = 0, self.count
         while low < high:
             middle = (low + high) // 2
