@@ -42,16 +42,20 @@ def error(response: requests.Response, status: int) -> dict:
     return response.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[StripeEmulator]:
-    """Read-only tests share one emulator; tests that change it make their own."""
-    with StripeEmulator(seed=7, objects=500) as emulator:
+BUILT_OR_PREWARMED: dict = {"params": [False, True], "ids": ["built", "prewarmed"]}
+
+
+@pytest.fixture(scope="module", **BUILT_OR_PREWARMED)
+def emu(request: pytest.FixtureRequest) -> Iterator[StripeEmulator]:
+    """Read-only tests share one emulator; tests that change it make their own. Each runs
+    against objects built on demand and against prewarmed ones, which must not differ."""
+    with StripeEmulator(seed=7, objects=500, prewarm=request.param) as emulator:
         yield emulator
 
 
-@pytest.fixture
-def fresh() -> Iterator[StripeEmulator]:
-    with StripeEmulator(seed=11, objects=120) as emulator:
+@pytest.fixture(**BUILT_OR_PREWARMED)
+def fresh(request: pytest.FixtureRequest) -> Iterator[StripeEmulator]:
+    with StripeEmulator(seed=11, objects=120, prewarm=request.param) as emulator:
         yield emulator
 
 
@@ -438,3 +442,29 @@ def test_same_seed_same_data_other_seed_other_data(emu):
     with StripeEmulator(seed=7, objects=500) as twin, StripeEmulator(seed=8, objects=500) as other:
         assert get(twin, "/v1/charges").json() == get(emu, "/v1/charges").json()
         assert not set(twin.ids("customers")) & set(other.ids("customers"))
+
+
+def pages(emu: StripeEmulator, resource: str, **params) -> list[bytes]:
+    """The raw bodies of a walk's pages."""
+    bodies, cursor = [], {}
+    while True:
+        response = get(emu, f"/v1/{resource}", {"limit": 100, **params, **cursor})
+        bodies.append(response.content)
+        page = response.json()
+        if not page["has_more"]:
+            return bodies
+        cursor = {"starting_after": page["data"][-1]["id"]}
+
+
+def test_prewarmed_objects_are_byte_for_byte_those_built_on_demand():
+    with (
+        StripeEmulator(seed=5, objects=400, cache_size=50) as built,
+        StripeEmulator(seed=5, objects=400, prewarm=True) as prewarmed,
+    ):
+        for resource in RESOURCES:
+            assert pages(built, resource) == pages(prewarmed, resource)
+            assert pages(built, resource, **{"created[lt]": 1_750_000_000}) == pages(
+                prewarmed, resource, **{"created[lt]": 1_750_000_000}
+            )
+            one = f"/v1/{resource}/{built.ids(resource)[123]}"
+            assert get(built, one).content == get(prewarmed, one).content

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_emulator import walk
+from test_emulator import RESOURCES, pages, walk
+
+from tap_stripe_dd.emulator import StripeEmulator
 
 STRIPE_DD = str(Path(sys.executable).parent / "stripe-dd")
 JANUARY_2023 = (1_672_531_200, 1_675_209_599)
@@ -46,6 +48,28 @@ def test_prints_its_url_first_serves_and_stops_cleanly(signum):
         process.communicate()
 
 
+def test_prewarm_builds_before_the_url_and_serves_the_same_bytes():
+    command = [STRIPE_DD, "emulator", "--port", "0", "--seed", "3", "--objects", "50",
+               "--prewarm", "--cache-size", "10"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, process.kill)
+    watchdog.start()
+    try:
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        with StripeEmulator(seed=3, objects=50) as built:
+            for resource in RESOURCES:
+                assert pages(Url(url), resource) == pages(built, resource)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        stdout, stderr = process.communicate()
+        assert stdout == "" and "built in" in stderr and "Traceback" not in stderr
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.communicate()
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [STRIPE_DD, "emulator", *args], capture_output=True, text=True, timeout=60, check=False
@@ -60,6 +84,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--created-from", "2025-01-01", "--created-to", "2024-01-01"], "must not be after"),
         (["--api-key", "hunter2"], "api_key must look like"),
         (["--objects", "-5"], "must not be negative"),
+        (["--cache-size", "-1"], "cache_size must not be negative"),
     ],
 )
 def test_bad_settings_are_one_line_errors(args, message):

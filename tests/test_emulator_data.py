@@ -3,8 +3,11 @@ creation times, and a million objects per endpoint without a scan."""
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +18,8 @@ import pytest
 from test_emulator import RESOURCES, get, walk
 
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.emulator.keys import hash64
+from tap_stripe_dd.emulator.timeline import Timeline
 
 ROOT = Path(__file__).parents[1]
 SHARED = Path(__file__).parents[2] / "shared" / "stripe-openapi"
@@ -259,6 +264,50 @@ def test_a_million_objects_page_by_cursor_and_created_bound_without_a_scan():
     assert keys == sorted(keys, reverse=True) and len(set(keys)) == 200
     assert back.json()["data"] == middle["data"]
     assert 0 < len(oldest["data"]) <= 5 and one == middle["data"][50]
+
+
+RENDER_IN_WORKERS = """
+from tap_stripe_dd.emulator.dataset import Dataset
+from tap_stripe_dd.emulator.objects import LINK_WINDOW, RESOURCES
+
+def served(jobs):
+    dataset = Dataset(5, None, 300, 1_704_067_200, 1_767_225_599, cache_size=10)
+    if jobs:
+        dataset.prewarm(jobs)
+    return {name: dataset.json(name, list(range(300))) for name in RESOURCES}
+
+assert LINK_WINDOW >= 300, "every dispute of the third range may link to a charge of the first"
+built = served(0)
+assert served(1) == built
+assert served(3) == built
+"""
+
+
+def test_prewarm_renders_the_same_bytes_in_one_process_or_several():
+    """Worker processes render index ranges (0-99, 100-199, 200-299) in data sets of their own,
+    where objects link across the ranges; built on demand through a tiny cache, they must be
+    the same. In a fresh interpreter, as forking one with threads (pytest's) is unsafe."""
+    result = subprocess.run(
+        [sys.executable, "-c", RENDER_IN_WORKERS], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("count", [1, 7, 2500])
+def test_first_index_from_agrees_with_a_bisection_of_all_keys(count):
+    """Cursor keys skip the search; every other key is searched. Both must find the same."""
+    timeline = Timeline(hash64("timeline", count), count, 1_704_067_200, 1_704_070_200)
+    keys = [(timeline.created(index), index) for index in range(count)]
+    probes = [
+        (created + shift, index + step)
+        for created, index in keys
+        for shift in (-1, 0, 1)
+        for step in (-1, 0, 1)
+    ]
+    probes += [(-(1 << 62), 1), ((1 << 62), 0), (1_704_067_200, count), (1_704_070_201, -1)]
+    assert [timeline.first_index_from(key) for key in probes] == [
+        bisect.bisect_left(keys, key) for key in probes
+    ]
 
 
 def test_ids_look_like_stripes(served):

@@ -7,7 +7,8 @@ on demand, so that a sync against it means something. Stdlib only.
     from tap_stripe_dd.emulator import StripeEmulator
 
     with StripeEmulator(seed=7, objects=500) as emu:   # also: api_key, latency_ms, jitter_ms,
-        emu.url                                         # faults, rate_limit, created_from/_to
+        emu.url                                         # faults, rate_limit, created_from/_to,
+                                                        # cache_size, prewarm
         emu.ids("charges")                # ids the list endpoint shows now, newest first
         emu.objects("charges")            # the same objects, as dicts
         emu.add_objects("charges", 5, visible_after=2)  # new objects, listed 2 s later
@@ -19,6 +20,11 @@ Resources: balance_transactions, charges, customers, disputes, payouts, refunds.
 `Stripe-Account: acct_...` header selects another account's data set (`account=` in the API).
 Any well-formed key works unless `api_key` is given; `rk_..._noperm...` keys get 403.
 From the shell: `stripe-dd emulator --port 0 --objects 1000` prints its URL, then serves.
+
+Objects are built when first asked for, and the last `cache_size` (default 20,000) of each
+resource stay built. For benchmarks, `prewarm` (`--prewarm`) builds the platform's objects
+before serving, in a process per CPU if there are many, and keeps their JSON, so that a page
+costs the emulator a list lookup and one join (~0.1 ms), not ~25 µs per object built.
 """
 
 from tap_stripe_dd.emulator.command import register, run
