@@ -137,7 +137,7 @@ class IdCodec:
         if len(object_id) != self.length or not object_id.startswith(self.prefix):
             return None
         body = object_id[len(self.prefix) :]
-        if any(char not in DIGIT for char in body):
+        if not (body.isascii() and body.isalnum()):  # base62 digits only
             return None
         index = unbase62(body[:INDEX_WIDTH]) - self._offset
         return index if index >= 0 and object_id == self.encode(index) else None

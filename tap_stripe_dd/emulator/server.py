@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import socket
@@ -52,6 +53,7 @@ class LogEntry:
     account: str | None
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same few names with every request
 def canonical(name: str) -> str:
     """`stripe-account` -> `Stripe-Account`, so that log lookups do not depend on the client."""
     return "-".join(part.capitalize() for part in name.split("-"))
