@@ -152,19 +152,11 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
         "TAP_STRIPE_DD_RATE_LIMIT_PER_ENDPOINT": str(UNLIMITED["rate_limit_per_endpoint"]),
         "TARGET_DUCKDB_PATH": str(workdir / "bench.duckdb"),
     }
-    subprocess.run(
-        [str(BIN / "meltano"), "install"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
+    meltano("install", env=env)
     with emulator(objects) as url:
         env["TAP_STRIPE_DD_API_URL"] = url
         began = time.perf_counter()
-        subprocess.run(
-            [str(BIN / "meltano"), "--environment", "dev", "run", "stripe-to-duckdb"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        meltano("--environment", "dev", "run", "stripe-to-duckdb", env=env)
         meltano_seconds = time.perf_counter() - began
         tap_only = run_tap(url, STREAMS, workdir, **UNLIMITED)
         records = workdir / "records.jsonl"
@@ -195,6 +187,14 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
             f"{total / ceiling:,.0f} objects/s",
         ),
     ]
+
+
+def meltano(*args: str, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(BIN / "meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if result.returncode:
+        sys.exit(f"meltano {' '.join(args)} failed:\n{result.stderr[-4000:]}")
 
 
 def dump_records(url: str, path: Path) -> None:
