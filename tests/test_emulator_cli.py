@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,37 @@ def test_prewarm_builds_before_the_url_and_serves_the_same_bytes():
     finally:
         watchdog.cancel()
         process.kill()
+        process.communicate()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended while we looked
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or (os.cpu_count() or 1) < 2, reason="prewarms in one process"
+)
+def test_prewarm_workers_die_with_an_emulator_killed_while_prewarming():
+    command = [STRIPE_DD, "emulator", "--port", "0", "--objects", "30000", "--prewarm"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not (workers := children(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "no worker processes"
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=10)  # the workers hold the pipes open too
+        assert stdout == ""
+    finally:
+        for pid in (process.pid, *workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.communicate()
 
 

@@ -11,10 +11,13 @@ up front (in worker processes if there are many), so that serving a page only jo
 from __future__ import annotations
 
 import bisect
+import ctypes
 import functools
 import heapq
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +36,7 @@ HIGHEST: Key = (INFINITY, 0)
 PARTNER_SALT = 0x9A27
 RENDER_CHUNK = 1_000  # objects of one resource rendered before the next resource's turn
 PARALLEL_FROM = 10_000  # objects per resource from which worker processes pay for their start
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 Settings = tuple[int, str | None, int, int, int]  # seed, account, count, start, end
 
 
@@ -133,7 +137,9 @@ class Dataset:
             parts = list(map(render, *ranges))
         else:
             fork = multiprocessing.get_context("fork")  # no re-import of __main__, as spawn does
-            with ProcessPoolExecutor(jobs, mp_context=fork) as pool:
+            with ProcessPoolExecutor(
+                jobs, fork, initializer=die_with, initargs=(os.getpid(),)
+            ) as pool:
                 parts = list(pool.map(render, *ranges))
         self._rendered = {
             name: [body for part in parts for body in part[name]] for name in RESOURCES
@@ -217,14 +223,20 @@ class Dataset:
 
 def default_jobs(count: int) -> int:
     """One process per CPU for many objects, if this process may fork: only a process without
-    other threads can, as a thread's lock held at the fork would stay held in the child."""
-    if (
-        count < PARALLEL_FROM
-        or threading.active_count() > 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
+    other threads can, as a thread's lock held at the fork would stay held in the child; and
+    only on Linux, where workers can be made to die with this process (see die_with)."""
+    if count < PARALLEL_FROM or threading.active_count() > 1 or sys.platform != "linux":
         return 1
     return os.cpu_count() or 1
+
+
+def die_with(parent: int) -> None:
+    """A worker's start: be killed when the parent dies, say by SIGTERM while prewarming. Else
+    the worker, blocked on its result pipe (whose read end the forked workers hold too), would
+    keep its memory forever."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl
+        os._exit(1)
 
 
 def render(settings: Settings, first: int, stop: int) -> dict[str, list[bytes]]:
