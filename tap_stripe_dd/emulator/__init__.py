@@ -21,10 +21,10 @@ Resources: balance_transactions, charges, customers, disputes, payouts, refunds.
 Any well-formed key works unless `api_key` is given; `rk_..._noperm...` keys get 403.
 From the shell: `stripe-dd emulator --port 0 --objects 1000` prints its URL, then serves.
 
-Objects are built when first asked for, and the last `cache_size` (default 20,000) of each
-resource stay built. For benchmarks, `prewarm` (`--prewarm`) builds the platform's objects
-before serving, in a process per CPU if there are many, and keeps their JSON, so that a page
-costs the emulator a list lookup and one join (~0.1 ms), not ~25 µs per object built.
+Objects are built when first asked for (~25 µs each), and the last `cache_size` (default
+20,000) of each resource stay built. For benchmarks, `prewarm` (`--prewarm`) builds all of the
+platform's objects before serving, in a process per CPU if there are many, and keeps their
+JSON: serving a page is then list lookups and one join, so the client is what is measured.
 """
 
 from tap_stripe_dd.emulator.command import register, run

@@ -70,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prewarm",
         action="store_true",
-        help="build every object before serving (and keep it), so that serving costs next to "
-        "no CPU: for benchmarks; takes about 10 s per 100,000 objects per endpoint",
+        help="build every object before serving and keep its JSON, so that serving costs "
+        "little CPU: for benchmarks (6 x 100,000 objects take ~15 s on two cores)",
     )
     parser.set_defaults(func=run)
 
