@@ -5,10 +5,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import duckdb
@@ -165,3 +171,217 @@ def warehouse(tmp_path: Path, meltano_installed: None) -> Callable[..., Warehous
         return Warehouse(tmp_path / "stripe.duckdb", env)
 
     return make
+
+
+# Reliability helpers (tests/test_reliability.py, tests/test_soak.py).
+
+SECRET_PIECE = 5
+"""Stripe shows the last four characters of a key; any five in a row are a leak."""
+
+
+def secret_pieces(key: str) -> set[str]:
+    """Every run of `SECRET_PIECE` characters of the key's secret part (after `sk_test_`)."""
+    secret = re.sub(r"^(?:sk|rk|pk)_(?:test|live)_", "", key)
+    return {secret[i : i + SECRET_PIECE] for i in range(len(secret) - SECRET_PIECE + 1)}
+
+
+def _readable(item: object) -> Iterator[tuple[str, bytes]]:
+    """(label, bytes) of whatever a test hands over: text, a run, a file, a folder, a warehouse.
+
+    A DuckDB file is read table by table too, since its strings are stored compressed; a SQLite
+    file (Meltano's system database) is read with its write-ahead log."""
+    if isinstance(item, bytes):
+        yield "bytes", item
+    elif isinstance(item, str):
+        yield "text", item.encode()
+    elif isinstance(item, (TapRun, subprocess.CompletedProcess)):
+        yield "stdout", str(item.stdout or "").encode()
+        yield "stderr", str(item.stderr or "").encode()
+    elif isinstance(item, Path):
+        if item.is_dir():
+            for path in sorted(item.rglob("*")):
+                if path.is_file():
+                    yield from _readable(path)
+            return
+        for path in sorted(item.parent.glob(glob_escape(item.name) + "*")):
+            if path.is_file():  # the file itself and its -wal / -shm / .wal siblings
+                yield str(path), path.read_bytes()
+        if item.suffix == ".duckdb" and item.is_file():
+            with duckdb.connect(str(item), read_only=True) as conn:
+                tables = conn.execute("SELECT schema_name, table_name FROM duckdb_tables()")
+                for schema, table in tables.fetchall():
+                    rows = conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()
+                    yield f"{item}:{schema}.{table}", repr(rows).encode()
+    else:
+        yield type(item).__name__, json.dumps(item, default=str).encode()
+
+
+def assert_no_secret(key: str, *items: object) -> None:
+    """No more of `key` than its last four characters in any output, state, log or warehouse."""
+    pieces = [piece.encode() for piece in secret_pieces(key)]
+    assert pieces, "a key too short to check"
+    checked = 0
+    for item in items:
+        for label, data in _readable(item):
+            checked += 1
+            leaked = [piece.decode() for piece in pieces if piece in data]
+            assert not leaked, f"the API key leaked into {label}: {leaked[:3]}"
+    assert checked, "nothing was checked for the key"
+
+
+@contextmanager
+def meltano_lock() -> Iterator[None]:
+    """The lock `meltano()` takes, for a Meltano process a test starts itself (and may kill).
+    Not reentrant: do not call `meltano()` while holding it."""
+    (ROOT / ".meltano").mkdir(exist_ok=True)
+    with (ROOT / ".meltano" / "tests.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def start_meltano(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`meltano ARGS` in its own process group (so that killing the group kills the tap and the
+    target too), output to `log`, not a pipe that nobody reads. Call it under `meltano_lock()`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "meltano"), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """Live (not zombie) processes of a process group, with their command lines."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, _, group = stat.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state != "Z":
+            members.append((int(entry.name), command))
+    return members
+
+
+def kill_group(proc: subprocess.Popen, who: str = "group") -> None:
+    """SIGKILL the whole process group, or only its `tap-stripe-dd` or `target-duckdb` process."""
+    if who == "group":
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        for pid, command in group_members(proc.pid):
+            program = command.split(" ")[1:2]  # python <script>: the script names the plugin
+            if program and Path(program[0]).name.startswith(who):
+                os.kill(pid, signal.SIGKILL)
+                break
+        else:
+            raise AssertionError(f"no {who} process to kill in {group_members(proc.pid)}")
+    proc.wait(timeout=60)
+
+
+def saved_state(meltano_db: Path) -> dict:
+    """The Meltano state of the job (complete merged with partial), read while Meltano may run;
+    {} before Meltano saved any."""
+    try:
+        with sqlite3.connect(f"file:{meltano_db}?mode=ro", uri=True, timeout=5) as conn:
+            rows = conn.execute("SELECT completed_state, partial_state FROM state").fetchall()
+    except sqlite3.Error:
+        return {}
+    state: dict = {}
+    for completed, partial in rows:
+        for part in (completed, partial):
+            bookmarks = json.loads(part or "{}").get("singer_state", {}).get("bookmarks", {})
+            state.setdefault("bookmarks", {}).update(bookmarks)
+    return state
+
+
+RUN_JOB = ("--environment", "dev", "run", "stripe-to-duckdb")
+
+
+def assert_warehouse_exact(wh: Warehouse, emulator: StripeEmulator) -> None:
+    """DuckDB holds each listed object exactly once: count(*) == count(distinct id) == listed."""
+    for stream in STREAMS:
+        ((rows, distinct),) = wh.query(
+            f"SELECT count(*), count(DISTINCT id) FROM mystripeapi.{stream}"
+        )
+        expected = emulator.ids(stream)
+        assert rows == distinct, f"{stream}: {rows - distinct} duplicate rows"
+        assert sorted(wh.ids(stream)) == sorted(expected), f"{stream}: ids differ"
+        assert rows == len(expected)
+
+
+@dataclass
+class Killed:
+    """A `meltano run` killed at some point, and what Meltano had saved by then."""
+
+    returncode: int
+    output: str
+    state: dict
+    leftovers: list[Path]  # files the run left in .meltano/run/
+    killed: bool = True  # False: the run ended before the kill point (allowed with `force`)
+
+
+def mentions(path: Path, *needles: str) -> bool:
+    text = path.read_text(errors="ignore")
+    return any(needle in text for needle in needles)
+
+
+def kill_meltano_run(
+    wh: Warehouse,
+    emulator: StripeEmulator,
+    when: Callable[[], bool],
+    who: str = "group",
+    *,
+    force: bool = False,
+    timeout: float = 120,
+) -> Killed:
+    """Starts the job (`--force`: past a stale job), SIGKILLs `who` ("group", "tap-stripe-dd",
+    "target-duckdb") once `when()`, and checks that no process of the group survives. With
+    `force`, the run may also end before the kill point (a soak's last attempts may finish)."""
+    run_dir = ROOT / ".meltano" / "run"
+    log = wh.path.with_name(f"killed-meltano-{time.monotonic_ns()}.log")
+    args = (*RUN_JOB[:3], "--force", RUN_JOB[3]) if force else RUN_JOB
+    killed = True
+    with meltano_lock():
+        before = set(run_dir.rglob("*"))
+        proc = start_meltano(*args, env=wh.env, log=log)
+        try:
+            deadline = time.monotonic() + timeout
+            while killed and not when():
+                if proc.poll() is not None:
+                    assert force, f"the run ended before the kill point: {log.read_text()[-2000:]}"
+                    killed = False
+                assert time.monotonic() < deadline, "the kill point never came"
+                time.sleep(0.01)
+            if killed:
+                kill_group(proc, who)
+            survivors = wait_for_group_to_end(proc.pid)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        new = sorted(p for p in set(run_dir.rglob("*")) - before if p.is_file())
+    assert not survivors, f"processes outlived the kill: {survivors}"
+    ours = [p for p in new if mentions(p, emulator.url, str(wh.path.parent))]
+    state = saved_state(wh.path.with_name("meltano.db"))
+    return Killed(proc.returncode, log.read_text(), state, ours, killed)
+
+
+def wait_for_group_to_end(pgid: int, seconds: float = 10) -> list[tuple[int, str]]:
+    """SIGKILL is delivered asynchronously: give the group a moment before calling survivors."""
+    deadline = time.monotonic() + seconds
+    while (members := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return members
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    """Run files a killed Meltano left behind (one holds the key): not left in the repo."""
+    for path in paths:
+        path.unlink(missing_ok=True)
