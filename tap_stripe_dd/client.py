@@ -416,11 +416,13 @@ class StripeStream(RESTStream[str | None]):
             channel.send(("exit", None, None))
 
     def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice, oldest: int) -> None:
-        """A first page that spans little of its slice means many pages to come: share them."""
-        covered = max(1, piece.lt - oldest)
-        pages_left = (oldest - piece.gte) / covered
-        if pages_left > 2:
-            scheduler.split(piece, oldest, min(self.concurrency, int(pages_left)))
+        """A first page that spans little of its slice means many pages to come: share them,
+        but only with fetchers that would otherwise run out of slices, since every extra slice
+        costs a request (a partial last page)."""
+        pages_left = (oldest - piece.gte) / max(1, piece.lt - oldest)
+        parts = min(int(pages_left // 2), self.concurrency - scheduler.waiting())
+        if parts >= 2:
+            scheduler.split(piece, oldest, parts)
 
     def _complete_slice(self, end: int) -> None:
         """Everything created before `end` has been written: move the bookmark and say so."""

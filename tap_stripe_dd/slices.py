@@ -47,6 +47,11 @@ class SliceScheduler:
             self._open.add(piece)
             return piece
 
+    def waiting(self) -> int:
+        """Slices no fetcher has taken yet."""
+        with self._lock:
+            return len(self._pending)
+
     def split(self, piece: Slice, oldest: int, parts: int) -> None:
         """The first page of `piece` reached only back to `oldest`: the fetcher keeps
         `[oldest, lt)` (its cursor stays valid there) and `[gte, oldest)` becomes `parts`
