@@ -178,8 +178,8 @@ class StripeStream(RESTStream[str | None]):
         return headers
 
     @property
-    def timeout(self) -> int:
-        return int(self.config.get("request_timeout", 60))
+    def timeout(self) -> float:  # type: ignore[override]
+        return float(self.config.get("request_timeout", 60))
 
     @property
     def requests_session(self) -> requests.Session:
@@ -352,7 +352,11 @@ class StripeStream(RESTStream[str | None]):
         )
         bookmark = self.stream_state.get("replication_key_value")
         if bookmark:
-            bookmark_ts = to_unix(bookmark)
+            try:
+                bookmark_ts = to_unix(str(bookmark))
+            except ValueError:
+                msg = f"the state's bookmark for '{self.name}' ({bookmark!r}) is not a date-time"
+                raise UserError(msg) from None
             if bookmark_ts > now:
                 msg = (
                     f"the state's bookmark for stream '{self.name}' ({bookmark}) is in the "

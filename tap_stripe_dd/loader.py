@@ -1,4 +1,4 @@
-"""`target-duckdb-dd`: target-duckdb 0.8.0 with the two bugs that lose data fixed.
+"""`target-duckdb-dd`: target-duckdb 0.8.0 with the three bugs that lose data fixed.
 
 1. Its CSV `COPY` lets DuckDB guess whether the first line is a header. From duckdb 1.3 on the
    guess is often "yes" when a column holds time-zoned date-times, and the first row of every
@@ -7,6 +7,11 @@
    before the tap's final STATE arrives, and that STATE is never forwarded: the bookmark is lost
    and the next run re-reads everything. Here, once all input is loaded, the latest STATE is
    forwarded if it was not already.
+
+3. With several streams interleaved (this tap syncs them side by side), it emits a STATE after
+   flushing one stream's batch, carrying other streams' bookmarks whose rows are still in
+   memory: a kill then loses them. Here every flush flushes all streams (`flush_all_streams`),
+   so an emitted STATE never confirms a row that is not in the warehouse.
 
 It also creates the warehouse file's folder, which upstream expects to exist, and reads a
 top-level primary key without flattening the whole record first (a fifth of its time).
@@ -90,7 +95,11 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     tracker = StateTracker()
     target_duckdb.emit_state = tracker.emit
     try:
-        UPSTREAM_PERSIST_LINES(HeaderlessCopyConnection(connection), config, tracker.watch(lines))
+        UPSTREAM_PERSIST_LINES(
+            HeaderlessCopyConnection(connection),
+            config | {"flush_all_streams": True},
+            tracker.watch(lines),
+        )
     finally:
         target_duckdb.emit_state = UPSTREAM_EMIT_STATE
     tracker.forward_final()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import queue
 import re
 import sys
@@ -9,9 +11,11 @@ import threading
 import time
 import typing as t
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
+import simplejson
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
@@ -174,6 +178,10 @@ class TapStripe(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        state = kwargs.get("state")
+        if state is not None and not isinstance(state, dict | str | Path):
+            msg = "the state is not a JSON object of bookmarks: fix or remove the state file"
+            raise UserError(msg)
         self.run_started = time.time()
         self.thread_local = threading.local()
         self.aborted = threading.Event()
@@ -196,13 +204,15 @@ class TapStripe(Tap):
         them runs under one lock, which a stream releases only while it waits for its fetchers
         (`wait_for`). Output stays a single stream of whole Singer messages.
         """
+        streams = [stream for stream in self.streams.values() if stream.selected]
+        for stream in streams:
+            # Checks each bookmark before anything is written, and creates each stream's state
+            # entry now, so that no thread resizes the shared state later.
+            stream.sync_window()
         self._reset_state_progress_markers()
         self._set_compatible_replication_methods()
         if self.state:
             self._state_writer.write_state(self.state)
-        streams = [stream for stream in self.streams.values() if stream.selected]
-        for stream in streams:
-            _ = stream.stream_state  # created now, so that no thread resizes the shared state
         with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
             futures = [pool.submit(self._sync_stream, stream) for stream in streams]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -291,14 +301,22 @@ def main() -> None:
     try:
         TapStripe.cli()
     except UserError as exc:
-        print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+    except (json.JSONDecodeError, simplejson.JSONDecodeError) as exc:
+        fail(f"a --config, --state or --catalog file is not valid JSON ({exc})", 2)
+    except FileNotFoundError as exc:
+        fail(str(exc), 2)
     except (FatalAPIError, RetriableAPIError) as exc:
-        print(f"tap-stripe-dd: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        fail(str(exc), 1)
     except requests.RequestException as exc:
-        print(f"tap-stripe-dd: error: {network_error_message(exc)}", file=sys.stderr)
-        sys.exit(1)
+        fail(network_error_message(exc), 1)
+
+
+def fail(message: str, exit_code: int) -> t.NoReturn:
+    """The error is the last line: fetchers of other streams, still winding down, log no more."""
+    logging.disable(logging.CRITICAL)
+    print(f"tap-stripe-dd: error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
 
 
 def network_error_message(exc: requests.RequestException) -> str:
