@@ -313,8 +313,15 @@ def main() -> None:
 
 
 def fail(message: str, exit_code: int) -> t.NoReturn:
-    """The error is the last line: fetchers of other streams, still winding down, log no more."""
+    """The error is the last line: fetchers of other streams, still winding down, log no more.
+
+    Taking every handler's lock (and keeping it: the process is about to exit) lets a thread
+    that is writing a line finish it, and stops any other from writing after the message."""
     logging.disable(logging.CRITICAL)
+    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+    for handler in {h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers}:
+        handler.acquire()
+        handler.flush()
     print(f"tap-stripe-dd: error: {message}", file=sys.stderr)
     sys.exit(exit_code)
 
