@@ -545,7 +545,7 @@ def test_objects_listed_late_are_caught_by_the_lookback(emulators, run_tap):
     """Stripe may list an object some seconds after its `created`: a run that starts in between
     does not see it, and the next one must, although it is behind the bookmark."""
     emulator = emulators(objects=100)
-    created, delay = int(time.time()) - 1, 8
+    created, delay = int(time.time()) - 1, 6
     late = emulator.add_objects("refunds", 5, created=created, visible_after=delay)
     first = run_tap(config_for(emulator))
     assert first.returncode == 0, first.stderr[-3000:]
