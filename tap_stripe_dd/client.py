@@ -422,9 +422,13 @@ class StripeStream(RESTStream[str | None]):
     def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice, oldest: int) -> None:
         """A first page that spans little of its slice means many pages to come: share them,
         but only with fetchers that would otherwise run out of slices, since every extra slice
-        costs a request (a partial last page)."""
+        costs a request (a partial last page); and always the slice the bookmark waits on, so that
+        a kill never costs more than a few pages per fetcher."""
         pages_left = (oldest - piece.gte) / max(1, piece.lt - oldest)
-        parts = min(int(pages_left // 2), self.concurrency - scheduler.waiting())
+        idle = self.concurrency - scheduler.waiting()
+        if scheduler.holds_bookmark(piece):
+            idle = max(idle, self.concurrency)
+        parts = min(int(pages_left // 2), idle)
         if parts >= 2:
             scheduler.split(piece, oldest, parts)
 

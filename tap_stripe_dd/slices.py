@@ -52,6 +52,12 @@ class SliceScheduler:
         with self._lock:
             return len(self._pending)
 
+    def holds_bookmark(self, piece: Slice) -> bool:
+        """Whether `piece` is the oldest slice not yet emitted: the bookmark waits on it."""
+        with self._lock:
+            starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
+            return piece.gte <= min(starts)
+
     def split(self, piece: Slice, oldest: int, parts: int) -> None:
         """The first page of `piece` reached only back to `oldest`: the fetcher keeps
         `[oldest, lt)` (its cursor stays valid there) and `[gte, oldest)` becomes `parts`
