@@ -219,8 +219,8 @@ class StripeStream(RESTStream[str | None]):
                 params.update({f"{name}[{op}]": bound for op, bound in value.items()})
             elif value is not None:
                 params[name] = value
-        if next_page_token:
-            params["starting_after"] = next_page_token
+        if cursor := next_page_token or context.get("after"):
+            params["starting_after"] = cursor
         return params
 
     # Responses: decoded once, errors translated.
@@ -396,34 +396,41 @@ class StripeStream(RESTStream[str | None]):
 
     def _fetch(self, scheduler: SliceScheduler, channel: Channel) -> None:
         """One fetcher: takes slices until none are left, pages through each with the SDK."""
-        page_size = int(self.config.get("page_size", 100))
         try:
             while piece := scheduler.take():
-                page: list[dict] = []
-                first_page = True
-                for record in self.request_records(piece.params):
-                    page.append(record)
-                    if len(page) < page_size:
-                        continue
-                    if first_page and self.concurrency > 1:
-                        self._split_if_dense(scheduler, piece, record["created"])
-                    first_page = False
-                    if not channel.send(("records", piece, page)):
-                        return
-                    page = []
-                sent = channel.send(("records", piece, page))
-                if not (sent and channel.send(("done", piece, None))):
+                if not self._fetch_slice(scheduler, piece, channel):
                     return
         except Exception as exc:  # handed to the stream's thread, which raises it
             channel.send(("error", None, exc))
         finally:
             channel.send(("exit", None, None))
 
+    def _fetch_slice(self, scheduler: SliceScheduler, piece: Slice, channel: Channel) -> bool:
+        """Sends the slice's pages, and `done` once it is complete, unless an older slice is
+        waiting: then the slice goes back, at a page edge, for the next free fetcher. Returns
+        False when the stream has stopped listening."""
+        page_size = int(self.config.get("page_size", 100))
+        page: list[dict] = []
+        for record in self.request_records(piece.params):
+            page.append(record)
+            if len(page) < page_size:
+                continue
+            if not piece.judged and self.concurrency > 1:
+                self._split_if_dense(scheduler, piece, record["created"])
+            piece.judged = True
+            if not channel.send(("records", piece, page)):
+                return False
+            page = []
+            if scheduler.yield_to_older(piece, str(record["id"])):
+                return True
+        return channel.send(("records", piece, page)) and channel.send(("done", piece, None))
+
     def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice, oldest: int) -> None:
         """A first page that spans little of its slice means many pages to come: share them,
         but only with fetchers that would otherwise run out of slices, since every extra slice
-        costs a request (a partial last page); and always the slice the bookmark waits on, so that
-        a kill never costs more than a few pages per fetcher."""
+        costs a request (a partial last page); and always the slice the bookmark waits on, whose
+        parts the other fetchers then take at their next page edge (`yield_to_older`), so that
+        the bookmark moves after about one slice's pages, not one slice per fetcher."""
         pages_left = (oldest - piece.gte) / max(1, piece.lt - oldest)
         idle = self.concurrency - scheduler.waiting()
         if scheduler.holds_bookmark(piece):

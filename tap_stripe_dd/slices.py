@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 class Slice:
     gte: int
     lt: int
-    #: The request parameters while the slice is fetched: a split narrows `gte` in place.
-    params: dict[str, int] = field(init=False)
+    #: The request parameters while the slice is fetched: a split narrows `gte` in place, and a
+    #: slice handed back half-read carries its cursor (`after`) to the next fetcher.
+    params: dict[str, int | str] = field(init=False)
+    #: Whether its density has been judged (on its first full page) already.
+    judged: bool = False
 
     def __post_init__(self) -> None:
         self.params = {"gte": self.gte, "lt": self.lt}
@@ -57,6 +60,18 @@ class SliceScheduler:
         with self._lock:
             starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
             return piece.gte <= min(starts)
+
+    def yield_to_older(self, piece: Slice, cursor: str) -> bool:
+        """Hands `piece` back, to be resumed after `cursor`, when an older slice waits: the
+        bookmark waits on the oldest one, so every fetcher should help there first. Resuming
+        from the cursor costs no request."""
+        with self._lock:
+            if not self._pending or self._pending[0][0] >= piece.gte:
+                return False
+            piece.params["after"] = cursor
+            self._open.discard(piece)
+            self._push(piece)
+            return True
 
     def split(self, piece: Slice, oldest: int, parts: int) -> None:
         """The first page of `piece` reached only back to `oldest`: the fetcher keeps

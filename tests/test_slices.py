@@ -33,7 +33,15 @@ def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_w
             piece = open_slices[int(where * len(open_slices)) % len(open_slices)]
             oldest = piece.gte + int(where * (piece.lt - piece.gte))
             scheduler.split(piece, oldest, parts)
-            assert piece.params == {"gte": piece.gte, "lt": piece.lt}
+            assert (piece.params["gte"], piece.params["lt"]) == (piece.gte, piece.lt)
+        elif choice == 5 and open_slices:
+            piece = open_slices[int(where * len(open_slices)) % len(open_slices)]
+            if scheduler.yield_to_older(piece, f"ch_{parts}"):
+                open_slices.remove(piece)
+                assert piece.params["after"] == f"ch_{parts}"
+                older = scheduler.take()
+                assert older is not None and older.gte < piece.gte, "handed back for nothing"
+                open_slices.append(older)
         elif open_slices:
             piece = open_slices.pop(int(where * len(open_slices)) % len(open_slices))
             emitted.append((piece.gte, piece.lt))
@@ -52,6 +60,21 @@ def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_w
     assert covered[0][0] == start and covered[-1][1] == end
     for (_, lt), (gte, _) in itertools.pairwise(covered):
         assert lt == gte, "a gap or an overlap between slices"
+
+
+def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_cursor():
+    scheduler = SliceScheduler(0, 300, 100)
+    first, second = scheduler.take(), scheduler.take()
+    assert first and second
+    assert not scheduler.yield_to_older(second, "ch_2"), "only newer slices wait"
+    scheduler.split(first, 80, 2)  # the bookmark's slice turned out dense: two parts wait
+    assert scheduler.yield_to_older(second, "ch_2")
+    assert [scheduler.take().params for _ in range(3)] == [
+        {"gte": 0, "lt": 40},
+        {"gte": 40, "lt": 80},
+        {"gte": 100, "lt": 200, "after": "ch_2"},
+    ]
+    assert scheduler.complete(second) == 0, "the bookmark waits on the older parts"
 
 
 def test_rate_limiter_holds_an_endpoint_and_the_account_to_their_rates():

@@ -185,7 +185,7 @@ class Dataset:
 
     # Listing ---------------------------------------------------------------------------------
 
-    def add(self, resource: str, count: int, created: int, visible_after: float) -> list[int]:
+    def add(self, resource: str, count: int, created: int, visible_at: float) -> list[int]:
         with self._lock:
             added = self._added[resource]
             first = self.total(resource)
@@ -194,7 +194,7 @@ class Dataset:
             self._added[resource] = Added(
                 tuple(keys),
                 {**added.created, **dict.fromkeys(new, created)},
-                {**added.visible_at, **dict.fromkeys(new, created + visible_after)},
+                {**added.visible_at, **dict.fromkeys(new, visible_at)},
             )
         return list(new)
 

@@ -166,13 +166,16 @@ class StripeEmulator:
         account: str | None = None,
     ) -> list[str]:
         """Creates `count` objects at `created` (default: now), listed `visible_after` seconds
-        after `created`, as Stripe's list endpoints lag behind writes. Returns their ids."""
+        after `created` (after now when `created` is left out, not after the whole second it
+        truncates to), as Stripe's list endpoints lag behind writes. Returns their ids."""
         self._check(resource)
         if count < 0 or visible_after < 0:
             raise ValueError("count and visible_after must not be negative")
         dataset = self._dataset(account)
-        when = int(time.time()) if created is None else created
-        return [dataset.id(resource, i) for i in dataset.add(resource, count, when, visible_after)]
+        now = time.time()
+        when = int(now) if created is None else created
+        visible_at = (now if created is None else created) + visible_after
+        return [dataset.id(resource, i) for i in dataset.add(resource, count, when, visible_at)]
 
     # Requests and faults ---------------------------------------------------------------------
 
