@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,17 +241,26 @@ def peak_rss(url: str, workdir: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
+    parser.add_argument(
+        "--only",
+        choices=["P1", "P2", "P3", "P4"],
+        action="append",
+        help="run only these measures (repeatable); RESULTS.md is then left as it is",
+    )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
+    measures: dict[str, Callable[[Path], list[Row]]] = {
+        "P1": lambda workdir: [p1_overhead(20_000 // scale, workdir)],
+        "P2": lambda workdir: p2_rate_limit(20_000 // scale, workdir),
+        "P3": lambda workdir: p3_end_to_end(10_000 // scale, workdir),
+        "P4": lambda workdir: [p4_memory(10_000, 1_000_000 // scale, workdir)],
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        rows = [p1_overhead(20_000 // scale, workdir)]
-        rows += p2_rate_limit(20_000 // scale, workdir)
-        rows += p3_end_to_end(10_000 // scale, workdir)
-        rows.append(p4_memory(10_000, 1_000_000 // scale, workdir))
+        rows = [row for name in args.only or measures for row in measures[name](Path(tmp))]
     report = render(rows, " ".join(["python -m bench", *(argv or sys.argv[1:])]))
     print(report)
-    (ROOT / "bench" / "RESULTS.md").write_text(report)
+    if not args.only:
+        (ROOT / "bench" / "RESULTS.md").write_text(report)
     return 0
 
 

@@ -1,31 +1,37 @@
 """Client-side rate limiting shared by every stream of a run: Stripe counts per account and per
 endpoint, so one token bucket per endpoint and one for the account, taken together.
 
-Requests are paced evenly, with no burst, a little under the configured rate: a server that
-counts requests in any one-second window (as Stripe does) then never sees one too many, even
-when the network bunches a few together. A 429 costs a whole `Retry-After`; pacing costs 5%.
+Requests are paced evenly a little under the configured rate, and a bucket banks only the few
+tokens that headroom leaves (one for 25/s, four for 100/s): a server that counts requests in
+any one-second window (as Stripe does) then never sees one too many, even when the network
+bunches a few together, while a grant that comes late (dozens of threads wake for each token)
+is not lost to the account. A 429 costs a whole `Retry-After`; pacing costs 5%.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import Counter
 
 SAFETY = 0.95
 
 
 class TokenBucket:
-    """`rate` tokens a second, at most one banked: requests leave evenly spaced."""
+    """`rate` tokens a second, at most `banked` saved up: requests leave evenly spaced."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate * SAFETY
+        # Paced rate plus banked tokens stay a token under the limit in any one-second window.
+        self.banked = max(1.0, math.floor(rate - self.rate) - 1.0)
         self.tokens = 1.0
         self.updated = time.monotonic()
         self.paused_until = 0.0
 
     def wait_time(self, now: float) -> float:
         """Seconds until a token is free (0: take it now); the caller holds the limiter's lock."""
-        self.tokens = min(1.0, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.banked, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if now < self.paused_until:
             return self.paused_until - now
@@ -40,6 +46,7 @@ class RateLimiter:
         self.account = TokenBucket(per_account)
         self.endpoints: dict[str, TokenBucket] = {}
         self.lock = threading.Lock()
+        self.queued: Counter[str] = Counter()  # requests waiting for a token, per endpoint
 
     def _buckets(self, endpoint: str) -> tuple[TokenBucket, TokenBucket]:
         bucket = self.endpoints.get(endpoint)
@@ -48,6 +55,7 @@ class RateLimiter:
         return bucket, self.account
 
     def acquire(self, endpoint: str) -> None:
+        queued = False
         while True:
             with self.lock:
                 now = time.monotonic()
@@ -56,8 +64,17 @@ class RateLimiter:
                 if wait <= 0:
                     for bucket in buckets:
                         bucket.tokens -= 1
+                    self.queued[endpoint] -= queued
                     return
+                if not queued:
+                    queued = True
+                    self.queued[endpoint] += 1
             time.sleep(wait)
+
+    def saturated(self, endpoint: str) -> bool:
+        """Whether requests to `endpoint` queue for tokens now: more of them in parallel would
+        only queue too."""
+        return self.queued[endpoint] > 0
 
     def pause(self, endpoint: str, seconds: float) -> None:
         """After a 429 every request to that endpoint waits, not only the one that is retried."""

@@ -1,9 +1,14 @@
-"""The `created` slices of one stream's run: handed out oldest first, split when dense, and the
+"""The `created` slices of one stream's run: handed out oldest first, sized to the data, and the
 bookmark they allow.
 
 Slices are half-open `[gte, lt)` ranges of Unix seconds that never overlap and always cover the
 run's window. The bookmark is the start of the oldest slice not yet emitted in full: everything
 created before it has been written, whatever order concurrent fetchers finish in.
+
+Every slice costs one request more than its objects need (its last, partial page), so sparse
+slices are merged once the density is known; a fetcher with nothing left to take steals the
+older half of the biggest slice still being read, so that one long slice never serialises a
+run's tail.
 """
 
 from __future__ import annotations
@@ -17,23 +22,47 @@ from dataclasses import dataclass, field
 class Slice:
     gte: int
     lt: int
-    #: The request parameters while the slice is fetched: a split narrows `gte` in place, and a
-    #: slice handed back half-read carries its cursor (`after`) to the next fetcher.
+    #: The request parameters while the slice is fetched: a split or a steal narrows `gte` in
+    #: place, and a slice handed back half-read carries its cursor (`after`) to the next fetcher.
     params: dict[str, int | str] = field(init=False)
     #: Whether its density has been judged (on its first full page) already.
     judged: bool = False
+    #: Objects read so far, and the `created` of the last one: where the cursor stands.
+    seen: int = 0
+    position: int | None = None
 
     def __post_init__(self) -> None:
         self.params = {"gte": self.gte, "lt": self.lt}
 
+    def narrow(self, gte: int) -> None:
+        self.gte = self.params["gte"] = gte
+
+    def widen(self, lt: int) -> None:
+        self.lt = self.params["lt"] = lt
+
+    @property
+    def fresh(self) -> bool:
+        return self.seen == 0 and "after" not in self.params
+
+    def objects_left(self) -> float:
+        """Estimated from the density read so far: objects between its start and the cursor."""
+        if self.position is None or self.position <= self.gte:
+            return 0.0
+        return (self.position - self.gte) * self.seen / max(1, self.lt - self.position)
+
 
 class SliceScheduler:
-    def __init__(self, start: int, end: int, step: int) -> None:
+    def __init__(self, start: int, end: int, step: int, merge_up_to: int = 0) -> None:
+        """`merge_up_to`: merge adjacent fresh slices while they hold fewer objects than this
+        (estimated from the slices completed so far); 0 never merges."""
         self.end = end
+        self.merge_up_to = merge_up_to
         self._pending: list[tuple[int, int, Slice]] = []
         self._open: set[Slice] = set()
         self._lock = threading.Lock()
         self._count = 0
+        self._objects = 0  # objects and seconds of the completed slices: the density so far
+        self._seconds = 0
         for gte in range(start, end, step):
             self._push(Slice(gte, min(gte + step, end)))
 
@@ -41,14 +70,48 @@ class SliceScheduler:
         self._count += 1
         heapq.heappush(self._pending, (piece.gte, self._count, piece))
 
+    def _bookmark(self) -> int:
+        starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
+        return min(starts, default=self.end)
+
     def take(self) -> Slice | None:
-        """The oldest slice nobody fetches yet, so that the bookmark can move early."""
+        """The oldest slice nobody fetches yet, so that the bookmark can move early; merged
+        with its fresh neighbours while together they stay sparse."""
         with self._lock:
             if not self._pending:
                 return None
             piece = heapq.heappop(self._pending)[2]
+            while piece.fresh and self._pending and self._mergeable(piece, self._pending[0][2]):
+                piece.widen(heapq.heappop(self._pending)[2].lt)
             self._open.add(piece)
             return piece
+
+    def _mergeable(self, piece: Slice, neighbour: Slice) -> bool:
+        if not (neighbour.fresh and neighbour.gte == piece.lt and self._seconds):
+            return False
+        expected = (neighbour.lt - piece.gte) * self._objects / self._seconds
+        return expected < self.merge_up_to
+
+    def steal(self, min_objects: float) -> Slice | None:
+        """For a fetcher with nothing left to take: the older half of what remains of the
+        slice with the most objects left, if that is at least `min_objects`. Its fetcher keeps
+        the newer half (dropping what a request already in flight returns from the stolen one)."""
+        with self._lock:
+            victim = max(self._open, key=Slice.objects_left, default=None)
+            if victim is None or victim.position is None:
+                return None
+            mid = (victim.gte + victim.position) // 2
+            if victim.objects_left() < min_objects or mid <= victim.gte:
+                return None
+            stolen = Slice(victim.gte, mid)
+            victim.narrow(mid)
+            self._open.add(stolen)
+            return stolen
+
+    def finished(self) -> bool:
+        """Every slice taken and emitted."""
+        with self._lock:
+            return not self._pending and not self._open
 
     def waiting(self) -> int:
         """Slices no fetcher has taken yet."""
@@ -58,8 +121,7 @@ class SliceScheduler:
     def holds_bookmark(self, piece: Slice) -> bool:
         """Whether `piece` is the oldest slice not yet emitted: the bookmark waits on it."""
         with self._lock:
-            starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
-            return piece.gte <= min(starts)
+            return piece.gte <= self._bookmark()
 
     def yield_to_older(self, piece: Slice, cursor: str) -> bool:
         """Hands `piece` back, to be resumed after `cursor`, when an older slice waits: the
@@ -81,7 +143,7 @@ class SliceScheduler:
             gte = piece.gte
             if oldest <= gte:
                 return
-            piece.gte = piece.params["gte"] = oldest
+            piece.narrow(oldest)
             step = max(1, -(-(oldest - gte) // parts))
             for start in range(gte, oldest, step):
                 self._push(Slice(start, min(start + step, oldest)))
@@ -90,5 +152,6 @@ class SliceScheduler:
         """Marks `piece` emitted and returns the bookmark it allows."""
         with self._lock:
             self._open.discard(piece)
-            starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
-            return min(starts, default=self.end)
+            self._objects += piece.seen
+            self._seconds += piece.lt - piece.gte
+            return self._bookmark()

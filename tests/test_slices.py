@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tap_stripe_dd.ratelimit import RateLimiter
-from tap_stripe_dd.slices import SliceScheduler
+from tap_stripe_dd.slices import Slice, SliceScheduler
 
 
 @settings(max_examples=300, deadline=None)
@@ -18,30 +18,44 @@ from tap_stripe_dd.slices import SliceScheduler
     start=st.integers(0, 1_000),
     length=st.integers(1, 5_000),
     step=st.integers(1, 800),
-    script=st.lists(st.tuples(st.integers(0, 7), st.floats(0, 1), st.integers(1, 6)), max_size=60),
+    merge_up_to=st.integers(0, 50),
+    script=st.lists(st.tuples(st.integers(0, 9), st.floats(0, 1), st.integers(1, 6)), max_size=60),
 )
 def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_work(
-    start, length, step, script
+    start, length, step, merge_up_to, script
 ):
+    """Fetchers take, read, split, hand back, steal and complete slices in any order."""
     end = start + length
-    scheduler = SliceScheduler(start, end, step)
+    scheduler = SliceScheduler(start, end, step, merge_up_to=merge_up_to)
     open_slices, emitted, bookmark = [], [], start
+
+    def pick(where: float) -> Slice:
+        return open_slices[int(where * len(open_slices)) % len(open_slices)]
+
     for choice, where, parts in script:
         if choice < 3 and (piece := scheduler.take()):
             open_slices.append(piece)
-        elif choice < 5 and open_slices:
-            piece = open_slices[int(where * len(open_slices)) % len(open_slices)]
+        elif choice == 3 and open_slices:
+            piece = pick(where)  # a page read: the cursor moves back into the slice
+            top = piece.lt - 1 if piece.position is None else piece.position
+            piece.position = piece.gte + int(where * (top - piece.gte))
+            piece.seen += parts
+        elif choice == 4 and open_slices:
+            piece = pick(where)
             oldest = piece.gte + int(where * (piece.lt - piece.gte))
             scheduler.split(piece, oldest, parts)
             assert (piece.params["gte"], piece.params["lt"]) == (piece.gte, piece.lt)
         elif choice == 5 and open_slices:
-            piece = open_slices[int(where * len(open_slices)) % len(open_slices)]
+            piece = pick(where)
             if scheduler.yield_to_older(piece, f"ch_{parts}"):
                 open_slices.remove(piece)
                 assert piece.params["after"] == f"ch_{parts}"
                 older = scheduler.take()
                 assert older is not None and older.gte < piece.gte, "handed back for nothing"
                 open_slices.append(older)
+        elif choice == 6 and (stolen := scheduler.steal(min_objects=parts)):
+            assert not any(p.gte < stolen.lt and stolen.gte < p.lt for p in open_slices)
+            open_slices.append(stolen)
         elif open_slices:
             piece = open_slices.pop(int(where * len(open_slices)) % len(open_slices))
             emitted.append((piece.gte, piece.lt))
@@ -55,11 +69,26 @@ def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_w
     for piece in open_slices:
         emitted.append((piece.gte, piece.lt))
         bookmark = scheduler.complete(piece)
-    assert bookmark == end
+    assert bookmark == end and scheduler.finished()
     covered = sorted(emitted)
     assert covered[0][0] == start and covered[-1][1] == end
     for (_, lt), (gte, _) in itertools.pairwise(covered):
         assert lt == gte, "a gap or an overlap between slices"
+
+
+def test_sparse_slices_merge_once_the_density_is_known_and_a_busy_one_is_stolen_from():
+    scheduler = SliceScheduler(0, 1_000, 100, merge_up_to=50)
+    first = scheduler.take()
+    assert first and (first.gte, first.lt) == (0, 100), "nothing known yet: no merge"
+    first.seen, first.position = 10, 0
+    scheduler.complete(first)  # 10 objects in 100 s: five 100-second slices hold 50
+    merged = scheduler.take()
+    assert merged and (merged.gte, merged.lt) == (100, 500)
+    merged.seen, merged.position = 20, 300  # 20 objects in its newest 200 s: 20 more to go
+    assert scheduler.steal(min_objects=25) is None, "too little left to be worth a request"
+    stolen = scheduler.steal(min_objects=10)
+    assert stolen and (stolen.gte, stolen.lt) == (100, 200)
+    assert (merged.gte, merged.params["gte"]) == (200, 200), "the victim keeps the newer half"
 
 
 def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_cursor():
