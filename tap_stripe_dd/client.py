@@ -151,7 +151,8 @@ class StripeStream(RESTStream[str | None]):
     (or `end_date`), is cut into half-open `created` slices `[gte, lt)` of `slice_days`, walked
     oldest first. Records never move the bookmark; a slice that has been emitted in full does, to
     its end, followed by a STATE message. A run that dies resumes at the first incomplete slice,
-    and objects on a slice edge belong to exactly one slice.
+    and objects on a slice edge belong to exactly one slice. Fetcher threads walk slices side by
+    side; sparse ones are merged and dense ones shared (`slices.py`), never leaving a gap.
     """
 
     primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)
