@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = {
     "samples": "tap_stripe_dd.query",
     "tables": "tap_stripe_dd.query",
     "demo": "tap_stripe_dd.demo",
+    "sync": "tap_stripe_dd.sync",
 }
 
 

@@ -24,7 +24,7 @@ def project_root(start: Path) -> Path:
     for folder in (start, *start.parents):
         if (folder / "meltano.yml").is_file():
             return folder
-    msg = "no meltano.yml here or above: run the demo from the tap-stripe-dd project folder"
+    msg = "no meltano.yml here or above: run it in the tap-stripe-dd project folder"
     raise UserError(msg)
 
 

@@ -111,9 +111,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def meltano(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Meltano writes each plugin's run files under .meltano/run/: one process at a time."""
-    (ROOT / ".meltano").mkdir(exist_ok=True)
-    with (ROOT / ".meltano" / "tests.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with meltano_lock():
         return subprocess.run(
             [str(BIN / "meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True
         )
@@ -229,27 +227,43 @@ def assert_no_secret(key: str, *items: object) -> None:
     assert checked, "nothing was checked for the key"
 
 
+_meltano_lock_held = False
+
+
 @contextmanager
 def meltano_lock() -> Iterator[None]:
     """The lock `meltano()` takes, for a Meltano process a test starts itself (and may kill).
-    Not reentrant: do not call `meltano()` while holding it."""
+    Reentrant, so that a test can keep it across helpers that take it too (a kill, then what
+    runs next), and no other test touches .meltano/run/ in between."""
+    global _meltano_lock_held
+    if _meltano_lock_held:
+        yield
+        return
     (ROOT / ".meltano").mkdir(exist_ok=True)
     with (ROOT / ".meltano" / "tests.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        _meltano_lock_held = True
+        try:
+            yield
+        finally:
+            _meltano_lock_held = False
 
 
-def start_meltano(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`meltano ARGS` in its own process group (so that killing the group kills the tap and the
-    target too), output to `log`, not a pipe that nobody reads. Call it under `meltano_lock()`."""
+def start_meltano(
+    *args: str, env: dict[str, str], log: Path, program: str = "meltano", umask: int = -1
+) -> subprocess.Popen:
+    """`meltano ARGS` (or `program ARGS`, e.g. `stripe-dd sync`, which runs Meltano) in its own
+    process group (so that killing the group kills the tap and the target too), output to `log`,
+    not a pipe that nobody reads, with `umask` if given. Call it under `meltano_lock()`."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(BIN / "meltano"), *args],
+            [str(BIN / program), *args],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=umask,
         )
 
 
@@ -367,8 +381,9 @@ def kill_meltano_run(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         new = sorted(p for p in set(run_dir.rglob("*")) - before if p.is_file())
+        # Read under the lock: a `stripe-dd sync` (tests/test_sync.py) removes leftovers.
+        ours = [p for p in new if mentions(p, emulator.url, str(wh.path.parent))]
     assert not survivors, f"processes outlived the kill: {survivors}"
-    ours = [p for p in new if mentions(p, emulator.url, str(wh.path.parent))]
     state = saved_state(wh.path.with_name("meltano.db"))
     return Killed(proc.returncode, log.read_text(), state, ours, killed)
 

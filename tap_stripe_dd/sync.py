@@ -1,0 +1,175 @@
+"""`stripe-dd sync`: `meltano run stripe-to-duckdb` that is safe to start after a crash, from
+cron, a systemd timer or by hand.
+
+A `meltano run` killed with -9 (a crash, the OOM killer) leaves two things behind: its job
+marked RUNNING in Meltano's system database, so that the next plain run is refused for five
+minutes, and the run's config files in .meltano/run/, the tap's with the API key in it. A sync
+holds an exclusive lock for its whole run. Holding it proves that no other sync of the project
+runs, so a job marked RUNNING whose heartbeat stopped is a dead run (the sync passes `--force`),
+and config files already in .meltano/run/ are dead runs' (the sync deletes them). Meltano runs
+with umask 077, so that the files it writes, the key's included, are the owner's only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tap_stripe_dd.demo import project_root
+from tap_stripe_dd.errors import UserError
+
+BIN = Path(sys.executable).parent
+LOCK = Path(".meltano") / "stripe-dd-sync.lock"
+RUN_FILES = Path(".meltano") / "run"
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later
+# Meltano records a heartbeat every second, so a job silent for this long has no process left.
+# Meltano itself waits five minutes, since it cannot know that no other run is going.
+SILENT = timedelta(seconds=5)
+
+Heartbeats = Callable[[], list[datetime]]
+
+
+class SyncBusy(UserError):
+    """Another run has the project: nothing was done, and a later attempt will go ahead."""
+
+    exit_code = EX_TEMPFAIL
+
+
+def log(message: str) -> None:
+    print(f"stripe-dd sync: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def sync_lock(root: Path) -> Iterator[int]:
+    """The project's sync lock, taken at once or not at all; yields its file descriptor."""
+    path = root / LOCK
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            msg = f"another stripe-dd sync of this project is running ({LOCK} is locked)"
+            raise SyncBusy(msg) from None
+        yield lock.fileno()
+
+
+def running_jobs(root: Path, environment: str | None) -> Heartbeats:
+    """The last heartbeats of the jobs marked RUNNING, read from the system database Meltano
+    would use (through Meltano's own settings and models, so `MELTANO_DATABASE_URI`, .env and
+    environments all count). Whatever stops the reading also stops `meltano run`, which says
+    what it is: then no job is reported here."""
+    from meltano.cli.cli import detect_selected_environment
+    from meltano.core.db import project_engine
+    from meltano.core.error import Error
+    from meltano.core.job import Job, State
+    from meltano.core.project import Project
+    from sqlalchemy.exc import SQLAlchemyError
+
+    logging.disable(logging.INFO)  # Meltano's own lines (project, environment) come from its run
+    try:
+        project = Project(root)
+        selected, _ = detect_selected_environment(
+            cli_environment=environment, cli_no_environment=False, project=project
+        )
+        if selected:
+            project.activate_environment(selected)
+        _, sessions = project_engine(project)
+    except (Error, SQLAlchemyError):
+        return lambda: []
+
+    def heartbeats() -> list[datetime]:
+        try:
+            with sessions() as session:
+                jobs = session.query(Job).filter(Job.state == State.RUNNING).all()
+                return [job.last_heartbeat_at or job.started_at for job in jobs]
+        except SQLAlchemyError:  # no tables yet: the project's first run
+            return []
+
+    return heartbeats
+
+
+def dead_jobs(heartbeats: Heartbeats) -> int:
+    """How many jobs are marked RUNNING with no process left. Waits while one of them may have
+    died a moment ago; one that keeps beating is a `meltano run` started without the lock (by
+    hand, or by Meltano's scheduler), and is left alone."""
+    deadline = time.monotonic() + 2 * SILENT.total_seconds()
+    while True:
+        beats = heartbeats()
+        now = datetime.now(timezone.utc)
+        if all(now - beat >= SILENT for beat in beats):
+            return len(beats)
+        if time.monotonic() > deadline:
+            msg = "a `meltano run` started without stripe-dd sync is running in this project"
+            raise SyncBusy(msg)
+        time.sleep(0.5)
+
+
+def remove_run_configs(root: Path) -> int:
+    """Deletes the plugins' config files that dead runs left (a run deletes its own when it
+    ends); returns how many. Their content, the API key, is never read."""
+    leftovers = list((root / RUN_FILES).glob("*/*.config.json"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = project_root(Path.cwd())
+    meltano = BIN / "meltano"
+    if not meltano.is_file():
+        msg = f"{meltano} not found: install the project with `pip install -e '.[dev]'`"
+        raise UserError(msg)
+    os.umask(0o077)  # before the lock file, so that everything this run creates is the owner's
+    with sync_lock(root) as lock:
+        dead = dead_jobs(running_jobs(root, args.environment))
+        if dead:
+            log(
+                f"{dead} killed run(s) still marked RUNNING in Meltano's system database: "
+                "running with --force (a plain `meltano run` is refused for 5 minutes)"
+            )
+        if removed := remove_run_configs(root):
+            log(f"removed {removed} config file(s) that killed runs left in {RUN_FILES}/")
+        command = [
+            str(meltano),
+            *(("--environment", args.environment) if args.environment else ()),
+            "run",
+            *(("--force",) if dead else ()),
+            args.job,
+            *args.meltano_args,
+        ]
+        # Meltano gets the lock too: were this process killed alone, it would stay held until
+        # Meltano ends.
+        with subprocess.Popen(command, cwd=root, pass_fds=(lock,)) as meltano_run:
+            # Ctrl-C reaches Meltano as well, which stops the run cleanly: wait for it.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            returncode = meltano_run.wait()
+    return returncode if returncode >= 0 else 128 - returncode  # killed by a signal: as a shell
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sync",
+        help="meltano run, safe after a crash (for cron)",
+        description="Runs `meltano run JOB` in the project folder, one sync at a time, past a "
+        "killed run's RUNNING job and key file. Exit code: Meltano's, or 75 when another sync "
+        "or `meltano run` has the project (nothing was done).",
+    )
+    parser.add_argument("--environment", help="Meltano environment (default: Meltano's)")
+    parser.add_argument("--job", default="stripe-to-duckdb", help="the Meltano job to run")
+    parser.add_argument(
+        "meltano_args",
+        nargs="*",
+        metavar="-- MELTANO_RUN_ARG",
+        help="more `meltano run` arguments, after --, e.g. -- --full-refresh",
+    )
+    parser.set_defaults(func=run)
