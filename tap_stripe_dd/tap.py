@@ -140,7 +140,8 @@ class TapStripe(Tap):
             "slice_days",
             th.NumberType(exclusive_minimum=0),
             default=30,
-            description="Length of a `created` slice; the bookmark moves after each slice.",
+            description="Length of a `created` slice (sparse ones are merged once the run knows "
+            "the density); the bookmark moves after each slice.",
         ),
         th.Property(
             "max_concurrency",
