@@ -1,20 +1,57 @@
-"""The loader guard: target-duckdb 0.8.0 loses first rows and final STATEs; ours must not.
+"""The loader guard: target-duckdb 0.8.0 loses first rows and final STATEs; ours must not. And
+its fast load must write exactly the values upstream writes.
 
 Each case runs the real executables on Singer messages and counts what reached DuckDB. The same
 case against the unguarded upstream `target-duckdb` shows the bug it guards against is real.
+The value cases load the same messages with ours and with upstream's own code, and compare the
+warehouses column by column, type by type, value by value.
 """
 
 from __future__ import annotations
 
+import copy
+import csv
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from target_duckdb.db_sync import DbSync
+
+from tap_stripe_dd.loader import FastDbSync, loads
 
 BIN = Path(sys.executable).parent
+OURS = [str(BIN / "target-duckdb-dd")]
+# Upstream target-duckdb with one change, its CSV header guess turned off (it drops rows): the
+# reference for every value our fast load writes.
+UPSTREAM_VALUES = [
+    sys.executable,
+    "-c",
+    """
+import target_duckdb
+from tap_stripe_dd.loader import FIXED_COPY, UPSTREAM_COPY
+
+class Connection:
+    def __init__(self, connection):
+        self.connection = connection
+
+    def execute(self, query, *args):
+        return self.connection.execute(query.replace(UPSTREAM_COPY, FIXED_COPY), *args)
+
+    def __getattr__(self, name):
+        return getattr(self.connection, name)
+
+persist_lines = target_duckdb.persist_lines
+target_duckdb.persist_lines = lambda connection, *rest: persist_lines(Connection(connection), *rest)
+target_duckdb.main()
+""",
+]
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -42,24 +79,29 @@ def singer_lines(count: int, *, stream: str = "charges") -> list[str]:
     return [json.dumps(message) for message in messages]
 
 
+def run(
+    command: list[str], config: dict, lines: list[str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """Runs a target on Singer lines; its stdout holds the STATE values it emitted."""
+    config_file = tmp_path / "target.json"
+    config_file.write_text(json.dumps(config))
+    return subprocess.run(
+        [*command, "--config", str(config_file)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def run_target(
     executable: str, tmp_path: Path, lines: list[str], batch_size_rows: int
 ) -> tuple[int, list[dict]]:
     """Returns (rows in the table, STATE values emitted on stdout)."""
     db = tmp_path / "warehouse" / f"{executable}.duckdb"
-    config = tmp_path / "target.json"
-    config.write_text(
-        json.dumps(
-            {"path": str(db), "default_target_schema": "src", "batch_size_rows": batch_size_rows}
-        )
-    )
-    result = subprocess.run(
-        [str(BIN / executable), "--config", str(config)],
-        input="\n".join(lines) + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": batch_size_rows}
+    result = run([str(BIN / executable)], config, lines, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
     states = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     with duckdb.connect(str(db), read_only=True) as conn:
         rows = conn.execute("SELECT count(*) FROM src.charges").fetchone()[0]
@@ -105,17 +147,257 @@ def test_state_is_not_forwarded_before_its_rows_are_loaded(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("source", ["MyStripe", "my-stripe", "stripe data"])
 def test_bad_data_source_name_is_refused_before_anything_is_written(tmp_path: Path, source: str):
-    config = tmp_path / "target.json"
     db = tmp_path / "warehouse" / "stripe.duckdb"
-    config.write_text(json.dumps({"path": str(db), "default_target_schema": source}))
-    result = subprocess.run(
-        [str(BIN / "target-duckdb-dd"), "--config", str(config)],
-        input="\n".join(singer_lines(3)) + "\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    config = {"path": str(db), "default_target_schema": source}
+    result = run(OURS, config, singer_lines(3), tmp_path)
     assert result.returncode == 2
     assert "lowercase letters, digits and underscores" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not db.exists()
+
+
+# A column of every type upstream maps, plus a nested object that flattening splits.
+THINGS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "text": {"type": ["string", "null"]},
+        "amount": {"type": ["integer", "null"]},
+        "small": {"type": ["integer", "null"], "maximum": 32767},
+        "big": {"type": ["integer", "null"], "maximum": 9223372036854775807},
+        "rate": {"type": ["number", "null"]},
+        "flag": {"type": ["boolean", "null"]},
+        "created": {"type": ["string", "null"], "format": "date-time"},
+        "at": {"type": ["string", "null"], "format": "time"},
+        "code": {"type": ["integer", "string", "null"]},
+        "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "items": {"type": ["array", "null"]},
+        "anything": {"type": ["null", "object", "array"]},
+        "shipping": {
+            "type": ["object", "null"],
+            "properties": {
+                "name": {"type": ["string", "null"]},
+                "address": {"type": ["object", "null"]},
+            },
+        },
+    },
+}
+TRICKY_TEXT = 'Zürich "quoted", comma\r\nCRLF\nLF\ttab \\ back\\slash 😀 \u2028 \x7f \x01 NULL'
+THINGS = [
+    {
+        "id": "plain",
+        "text": "plain",
+        "amount": 2**40,
+        "small": 7,
+        "big": -(2**62),
+        "rate": 0.1,
+        "flag": True,
+        "created": "2025-03-01T10:00:00Z",
+        "at": "10:00:00",
+        "code": 12,
+        "metadata": {"plan": "pro", "note": TRICKY_TEXT},
+        "items": [1, "two", {"three": 3.0, "none": None}, None, True, 1e16, -0.0],
+        "anything": {"k": [1]},
+        "shipping": {"name": "Ann", "address": {"city": "Zürich", "line1": '1 "A" St, Apt 2'}},
+        "not_in_schema": "ignored",
+    },
+    {"id": "nulls", "text": None, "anything": None, "metadata": None, "shipping": None},
+    {"id": "missing"},
+    {
+        "id": "edges",
+        "text": "",
+        "amount": 2**70,
+        "small": 0,
+        "big": 2**63 - 1,
+        "rate": 1e-05,
+        "flag": False,
+        "created": "2025-03-01T10:00:00.123456+02:00",
+        "at": "23:59:59.999999",
+        "code": "A-1",
+        "metadata": {},
+        "items": [],
+        "anything": "a string",
+        "shipping": {},
+    },
+    {
+        "id": f"unicode {TRICKY_TEXT}",
+        "text": TRICKY_TEXT,
+        "rate": -0.0,
+        "created": "2025-03-01 10:00:00",
+        "metadata": {"emoji": "😀", "ctl": "\x00\x1f", "quote": '"', "city": "Zürich"},
+        "items": [[], {}, "", " ", "\u00e9\u0301"],
+        "anything": [],
+        "shipping": {"name": TRICKY_TEXT, "address": None},
+    },
+    {
+        # Values of another type than the column's, which upstream still loads.
+        "id": "mismatched",
+        "text": 42,
+        "amount": "12",
+        "rate": 3,
+        "flag": "true",
+        "created": "2025-03-01",
+        "code": 1.5,
+        "metadata": 5,
+        "items": "[1, 2]",
+        "anything": 0,
+        "shipping": {"name": {"first": "Ann"}, "address": "[1]"},
+    },
+    {"id": "more mismatched", "text": {"a": [1, "é"]}, "code": True, "rate": float("nan")},
+    {"id": "non-finite", "items": [float("nan"), float("inf"), -float("inf"), 1e300 * 10]},
+    {"id": "plain", "text": "the same key again: this one wins", "amount": -1},
+]
+
+
+def singer_messages(stream: str, schema: dict, records: list[dict]) -> list[dict]:
+    return [
+        {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["id"]},
+        *(
+            {
+                "type": "RECORD",
+                "stream": stream,
+                "record": record,
+                "time_extracted": "2025-04-01T00:00:00Z",
+            }
+            for record in records
+        ),
+        {"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": "x"}}}},
+    ]
+
+
+def load(command: list[str], db: Path, runs: list[list[dict]], **config: Any) -> dict:
+    """Runs the target once per list of messages, into one warehouse; returns its tables."""
+    config = {"path": str(db), "default_target_schema": "src"} | config
+    for messages in runs:
+        result = run(command, config, [json.dumps(message) for message in messages], db.parent)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return warehouse_contents(db)
+
+
+def warehouse_contents(db: Path) -> dict[str, tuple[list, list]]:
+    """Every table's columns with their types, and its rows as text (JSON exactly as stored),
+    without the time of loading."""
+    contents = {}
+    with duckdb.connect(str(db), read_only=True) as conn:
+        tables = conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL"
+        ).fetchall()
+        for schema, table in tables:
+            columns = conn.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
+                [schema, table],
+            ).fetchall()
+            texts = ", ".join(
+                f'"{name}"::VARCHAR' for name, _ in columns if name != "_sdc_batched_at"
+            )
+            rows = conn.execute(f'SELECT {texts} FROM "{schema}"."{table}" ORDER BY ALL').fetchall()
+            contents[f"{schema}.{table}"] = (columns, rows)
+    return contents
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"add_metadata_columns": True},
+        {"hard_delete": True, "batch_size_rows": 3},
+        {"data_flattening_max_level": 1},
+    ],
+    ids=["plain", "metadata-columns", "hard-delete-small-batches", "flattened"],
+)
+def test_every_value_loads_as_upstream_loads_it(tmp_path: Path, config: dict) -> None:
+    things = [*THINGS, {"id": "deleted", "_sdc_deleted_at": "2025-04-01T00:00:00Z"}]
+    messages = singer_messages("things", THINGS_SCHEMA, things)
+    ours = load(OURS, tmp_path / "ours.duckdb", [messages], **config)
+    upstream = load(UPSTREAM_VALUES, tmp_path / "upstream.duckdb", [messages], **config)
+    assert ours == upstream
+    rows = ours["src.things"][1]
+    assert len(rows) == len({thing["id"] for thing in things}) - ("hard_delete" in config)
+
+
+def test_later_batches_and_runs_update_keys_and_add_columns_as_upstream_does(tmp_path: Path):
+    schema = {"type": "object", "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}
+    wider = {"properties": schema["properties"] | {"note": {"type": ["string", "null"]}}}
+    first = singer_messages("things", schema, [{"id": k, "n": n} for n, k in enumerate("abcab")])
+    second = singer_messages(
+        "things", schema | wider, [{"id": "b", "n": 10, "note": "b, again"}, {"id": "d", "n": 11}]
+    )
+    runs = [first, second]
+    ours = load(OURS, tmp_path / "ours.duckdb", runs, batch_size_rows=2)
+    upstream = load(UPSTREAM_VALUES, tmp_path / "upstream.duckdb", runs, batch_size_rows=2)
+    assert ours == upstream
+    assert ours["src.things"] == (
+        [("id", "VARCHAR"), ("n", "HUGEINT"), ("note", "VARCHAR")],
+        [("a", "3", None), ("b", "10", "b, again"), ("c", "2", None), ("d", "11", None)],
+    )
+
+
+def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> None:
+    """Batches load in the background; a STATE still waits for its batch, and for its error."""
+    bad = {"id": "ch_bad", "created": "not a date-time"}
+    after_bad = {"bookmarks": {"charges": {"replication_key_value": "after the bad row"}}}
+    lines = singer_lines(3)
+    lines[2:2] = [
+        json.dumps({"type": "RECORD", "stream": "charges", "record": bad}),
+        json.dumps({"type": "STATE", "value": after_bad}),
+    ]
+    for name, command in {"ours": OURS, "upstream": UPSTREAM_VALUES}.items():
+        config = {"path": str(tmp_path / f"{name}.duckdb"), "default_target_schema": "src"}
+        result = run(command, config | {"batch_size_rows": 2}, lines, tmp_path)
+        assert result.returncode != 0 and "not a date-time" in result.stderr
+        assert result.stdout == "", name
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(list(THINGS_SCHEMA["properties"])), JSON_VALUES)))
+def test_csv_fields_are_the_fields_of_upstreams_csv_rows(records: list[dict]) -> None:
+    """Any value in any column: the text DuckDB casts is the text upstream's CSV holds."""
+    message = {"stream": "things", "schema": THINGS_SCHEMA, "key_properties": ["id"]}
+    config = {"path": "unused.duckdb", "default_target_schema": "src"}
+    ours = FastDbSync(None, config, copy.deepcopy(message)).csv_fields(records)
+    upstream = DbSync(None, config, copy.deepcopy(message))
+    for record, row in zip(records, ours, strict=True):
+        assert "" not in row  # DuckDB would load "" as an empty string, upstream's CSV as NULL
+        assert csv_line(row) == csv_line(upstream.record_to_flattened(record))
+
+
+def csv_line(fields: list) -> str:
+    written = io.StringIO()
+    csv.writer(written).writerow(fields)
+    return written.getvalue()
+
+
+NUMBER_TEXT = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.booleans(), NUMBER_TEXT)
+def test_messages_decode_as_json_loads_decodes_them(value: Any, ascii_only: bool, number: str):
+    line = f'{{"number": {number}, "record": {json.dumps(value, ensure_ascii=ascii_only)}}}'
+    assert repr(loads(line)) == repr(json.loads(line))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['{"a": NaN, "b": -Infinity}', '{"a": 1e400}', '{"a": "\\ud800"}', '{"a": 1, "a": 2}', "[1]"],
+)
+def test_odd_messages_decode_as_json_loads_decodes_them(line: str) -> None:
+    assert repr(loads(line)) == repr(json.loads(line))
+
+
+@pytest.mark.parametrize("line", ["", "{", '{"a": 01}', '{"a": "\x01"}', '{"a": 1} x'])
+def test_what_json_loads_refuses_fails_as_upstream_fails(line: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads(line)

@@ -296,7 +296,7 @@ def saved_bookmark(wh: Warehouse, stream: str) -> bool:
 
 
 def target_loading(wh: Warehouse) -> bool:
-    """target-duckdb writes each batch to a CSV file in its temp_dir, then COPYs it."""
+    """The loader writes each batch to a file in its temp_dir, then has DuckDB read it."""
     return any(Path(wh.env["TARGET_DUCKDB_TEMP_DIR"]).iterdir())
 
 
