@@ -215,6 +215,10 @@ class StateTracker:
         UPSTREAM_EMIT_STATE(state)
         if state is not None:
             self.emitted = state
+        # The collector is off while lines are read (see persist_lines); after a flush the
+        # batch's records are gone, so whatever cyclic garbage a long run makes is freed here,
+        # cheaply.
+        gc.collect()
 
     def forward_final(self) -> None:
         """Called after upstream flushed everything: once the last rows are in, the tap's last
