@@ -33,6 +33,7 @@ STREAMS = [stream.name for stream in STREAM_TYPES]
 # The emulator's data spans 2024-2025; the window matches it, so slices are not mostly empty.
 WINDOW = {"start_date": "2024-01-01T00:00:00Z", "end_date": "2026-01-01T00:00:00Z"}
 # Measures without Stripe's limits (P1, P3, P4) lift the tap's own limiter out of the way.
+RUN_JOB = ["run", "stripe-to-duckdb"]
 UNLIMITED = {"rate_limit_per_account": 100_000, "rate_limit_per_endpoint": 100_000}
 
 
@@ -94,18 +95,43 @@ def catalog_for(streams: list[str], workdir: Path, config: Path) -> Path:
     return path
 
 
-def run_tap(url: str, streams: list[str], workdir: Path, **settings: object) -> dict:
-    """The tap as a process to /dev/null: wall time, records and its peak RSS."""
+def children_cpu() -> float:
+    """CPU seconds of every child process waited for so far (Meltano waits for its plugins)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    command: list[str],
+    stdin: Path | None = None,
+    stdout: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Runs a command to completion: its wall time and the CPU time of its process tree."""
+    began, cpu = time.perf_counter(), children_cpu()
+    with (
+        open(stdin or os.devnull, "rb") as source,
+        open(stdout or os.devnull, "wb") as sink,
+    ):
+        result = subprocess.run(
+            command, stdin=source, stdout=sink, stderr=subprocess.PIPE, cwd=ROOT, env=env
+        )
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr.decode()[-4000:]}")
+    return {"seconds": time.perf_counter() - began, "cpu": children_cpu() - cpu}
+
+
+def run_tap(
+    url: str, streams: list[str], workdir: Path, output: Path | None = None, **settings: object
+) -> dict:
+    """The tap as a process to /dev/null (or `output`): wall time, CPU time and peak RSS."""
     config = workdir / "tap.json"
     config.write_text(json.dumps({"api_key": KEY, "api_url": url, **WINDOW} | settings))
     command = [str(BIN / "tap-stripe-dd"), "--config", str(config)]
     command += ["--catalog", str(catalog_for(streams, workdir, config))]
-    began = time.perf_counter()
-    with open(os.devnull, "w") as sink:
-        subprocess.run(command, stdout=sink, stderr=subprocess.DEVNULL, check=True)
-    elapsed = time.perf_counter() - began
+    result = timed(command, stdout=output)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": elapsed, "peak_mib": peak_kib / 1024}
+    return result | {"peak_mib": peak_kib / 1024}
 
 
 def p1_overhead(objects: int, workdir: Path) -> Row:
@@ -153,32 +179,57 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
         "TARGET_DUCKDB_PATH": str(workdir / "bench.duckdb"),
     }
     meltano("install", env=env)
+    messages = workdir / "singer.jsonl"
     with emulator(objects) as url:
         env["TAP_STRIPE_DD_API_URL"] = url
-        began = time.perf_counter()
-        meltano("--environment", "dev", "run", "stripe-to-duckdb", env=env)
-        meltano_seconds = time.perf_counter() - began
-        tap_only = run_tap(url, STREAMS, workdir, **UNLIMITED)
+        run = timed([str(BIN / "meltano"), "--environment", "dev", *RUN_JOB], env=env)
+        tap_only = run_tap(url, STREAMS, workdir, output=messages, **UNLIMITED)
         records = workdir / "records.jsonl"
         dump_records(url, records)
+    target_config = workdir / "target.json"
+    target_config.write_text(
+        json.dumps(
+            {
+                "path": str(workdir / "alone.duckdb"),
+                "default_target_schema": "mystripeapi",
+                "batch_size_rows": 10_000,  # as in meltano.yml
+                "add_metadata_columns": True,
+            }
+        )
+    )
+    target_only = timed([str(BIN / "target-duckdb-dd"), "--config", str(target_config)], messages)
     total = objects * len(STREAMS)
     with duckdb.connect() as conn:
         began = time.perf_counter()
         conn.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{records}', format='array')")
         ceiling = time.perf_counter() - began
-    rate = total / meltano_seconds
+    rate = total / run["seconds"]
+    parts_cpu = tap_only["cpu"] + target_only["cpu"]
     return [
         Row(
             "P3 meltano run objects/s ÷ 10,000/s",
             rate / 10_000,
             "≥ 1",
-            f"{total:,} objects in {meltano_seconds:.1f} s = {rate:,.0f}/s",
+            f"{total:,} objects in {run['seconds']:.1f} s = {rate:,.0f}/s",
         ),
         Row(
-            "P3 where the time goes: tap alone",
-            meltano_seconds / tap_only["seconds"],
+            "P3 where the time goes: the tap alone (objects/s ÷ 10,000/s)",
+            total / tap_only["seconds"] / 10_000,
             "(info)",
-            f"tap → /dev/null {tap_only['seconds']:.1f} s; target + Meltano the rest",
+            f"tap → file {tap_only['seconds']:.1f} s, {tap_only['cpu']:.1f} CPU-s",
+        ),
+        Row(
+            "P3 where the time goes: the loader alone, on the tap's output",
+            total / target_only["seconds"] / 10_000,
+            "(info)",
+            f"target-duckdb-dd {target_only['seconds']:.1f} s, {target_only['cpu']:.1f} CPU-s",
+        ),
+        Row(
+            "P3 where the time goes: cores busy during meltano run",
+            run["cpu"] / run["seconds"],
+            "(info)",
+            f"{run['cpu']:.1f} CPU-s in {run['seconds']:.1f} s; tap + loader alone "
+            f"{parts_cpu:.1f} CPU-s, Meltano (start-up, relaying every line) the rest",
         ),
         Row(
             "P3 local ceiling: DuckDB read_json",
