@@ -19,8 +19,8 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers._typing import TypeConformanceLevel
 from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
 from singer_sdk.singerlib import RecordMessage
