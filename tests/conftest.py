@@ -60,20 +60,54 @@ def parse_messages(run: TapRun) -> TapRun:
     return run
 
 
+# Small pages and slices, so that every sync crosses many; Stripe's limits would make each run
+# last seconds (the limiter has its own tests).
+TEST_TUNING = {
+    "page_size": 25,
+    "slice_days": 90,
+    "rate_limit_per_account": 1000,
+    "rate_limit_per_endpoint": 1000,
+}
+
+
 def tap_config(emulator: StripeEmulator, **overrides: object) -> dict:
-    """A config for the emulator: small pages and slices, so that every sync crosses many."""
+    """A config for the emulator, tuned for tests."""
     return {
         "api_key": TEST_KEY,
         "api_url": emulator.url,
         "start_date": START_DATE,
-        "page_size": 25,
-        "slice_days": 90,
         "retry_initial_wait_ms": 10,
-        # Stripe's limits would make each run last seconds; the limiter has its own tests.
-        "rate_limit_per_account": 1000,
-        "rate_limit_per_endpoint": 1000,
+        **TEST_TUNING,
         **overrides,
     }
+
+
+def meltano_env(key: str) -> dict[str, str]:
+    """Settings for `warehouse(...)`: a test file's own key (a leak found is that file's), the
+    tests' tuning, no lookback (a resumed run re-reads nothing before its bookmark, so an
+    off-by-one would show) and small batches."""
+    tuning = {f"TAP_STRIPE_DD_{name.upper()}": str(value) for name, value in TEST_TUNING.items()}
+    return {
+        "TAP_STRIPE_DD_API_KEY": key,
+        **tuning,
+        "TAP_STRIPE_DD_LOOKBACK_SECONDS": "0",
+        "TARGET_DUCKDB_BATCH_SIZE_ROWS": "200",
+    }
+
+
+@pytest.fixture
+def emulators() -> Iterator[Callable[..., StripeEmulator]]:
+    """Emulators shaped per scenario (size, latency, faults, key), all stopped afterwards."""
+    started: list[StripeEmulator] = []
+
+    def make(**options: object) -> StripeEmulator:
+        emulator = StripeEmulator(**{"seed": 11, **options}).start()  # type: ignore[arg-type]
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
 
 
 @pytest.fixture
@@ -386,6 +420,23 @@ def kill_meltano_run(
     assert not survivors, f"processes outlived the kill: {survivors}"
     state = saved_state(wh.path.with_name("meltano.db"))
     return Killed(proc.returncode, log.read_text(), state, ours, killed)
+
+
+def fetching(wh: Warehouse, emulator: StripeEmulator) -> bool:
+    return bool(emulator.request_log)
+
+
+def kill_first_run(
+    emulators: Callable[..., StripeEmulator],
+    warehouse: Callable[..., Warehouse],
+    when: Callable[[Warehouse, StripeEmulator], bool],
+    env: dict[str, str],
+    **options: object,
+) -> tuple[Warehouse, StripeEmulator, Killed]:
+    """A user's first `meltano run` of the job, its whole process group killed once `when`."""
+    emulator = emulators(**options)
+    wh = warehouse(emulator, **env)
+    return wh, emulator, kill_meltano_run(wh, emulator, lambda: when(wh, emulator))
 
 
 def wait_for_group_to_end(pgid: int, seconds: float = 10) -> list[tuple[int, str]]:

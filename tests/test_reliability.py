@@ -30,12 +30,15 @@ from conftest import (
     RUN_JOB,
     START_DATE,
     STREAMS,
-    Killed,
+    TEST_TUNING,
     TapRun,
     Warehouse,
     assert_no_secret,
     assert_warehouse_exact,
+    fetching,
+    kill_first_run,
     kill_meltano_run,
+    meltano_env,
     parse_messages,
     remove_files,
     saved_state,
@@ -47,19 +50,9 @@ from tap_stripe_dd.emulator import StripeEmulator
 # A key of its own, so that a leak found here is this file's and not another test's.
 KEY = "sk_test_R3liab1lityK3yN0tL3ak3dAnywh3r3"
 START = to_unix(START_DATE)
-SLICE = 90 * DAY  # tap_config's slice_days
-PAGE = 25  # tap_config's page_size
-# Settings for `warehouse(...)`: this file's key, the tap's test tuning, and no lookback, so that
-# a resumed run re-reads nothing before its bookmark and an off-by-one would show.
-MELTANO_ENV = {
-    "TAP_STRIPE_DD_API_KEY": KEY,
-    "TAP_STRIPE_DD_PAGE_SIZE": str(PAGE),
-    "TAP_STRIPE_DD_SLICE_DAYS": "90",
-    "TAP_STRIPE_DD_LOOKBACK_SECONDS": "0",
-    "TAP_STRIPE_DD_RATE_LIMIT_PER_ACCOUNT": "1000",
-    "TAP_STRIPE_DD_RATE_LIMIT_PER_ENDPOINT": "1000",
-    "TARGET_DUCKDB_BATCH_SIZE_ROWS": "200",
-}
+SLICE = TEST_TUNING["slice_days"] * DAY
+PAGE = TEST_TUNING["page_size"]
+MELTANO_ENV = meltano_env(KEY)
 
 
 # Bugs this suite found that are still open: each test fails until its bug is fixed. These two
@@ -80,21 +73,6 @@ KEY_LEFT_ON_DISK = (
 
 def open_bug(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
-
-
-@pytest.fixture
-def emulators() -> Iterator[Callable[..., StripeEmulator]]:
-    """Emulators shaped per scenario (size, latency, faults, key), all stopped afterwards."""
-    started: list[StripeEmulator] = []
-
-    def make(**options: object) -> StripeEmulator:
-        emulator = StripeEmulator(**{"seed": 11, **options}).start()  # type: ignore[arg-type]
-        started.append(emulator)
-        return emulator
-
-    yield make
-    for emulator in started:
-        emulator.stop()
 
 
 def config_for(emulator: StripeEmulator, **overrides: object) -> dict:
@@ -374,28 +352,14 @@ def job_registered(wh: Warehouse, emulator: StripeEmulator) -> bool:
         return False
 
 
-def fetching(wh: Warehouse, emulator: StripeEmulator) -> bool:
-    return bool(emulator.request_log)
-
-
-def kill_first_run(
-    emulators: Callable[..., StripeEmulator],
-    warehouse: Callable[..., Warehouse],
-    when: Callable[[Warehouse, StripeEmulator], bool],
-    **options: object,
-) -> tuple[Warehouse, StripeEmulator, Killed]:
-    """A user's first `meltano run` of the job, its whole process group killed once `when`."""
-    emulator = emulators(**options)
-    wh = warehouse(emulator, **MELTANO_ENV)
-    return wh, emulator, kill_meltano_run(wh, emulator, lambda: when(wh, emulator))
-
-
 @pytest.mark.slow
 @open_bug(STALE_JOB)
 def test_after_a_killed_meltano_run_the_next_plain_run_needs_no_manual_step(emulators, warehouse):
     """Meltano's behaviour, not ours: the fix is to run the job with `stripe-dd sync`
     (test_sync_after_a_killed_meltano_run_goes_ahead_at_once_and_removes_the_key_file)."""
-    wh, emulator, killed = kill_first_run(emulators, warehouse, job_registered, objects=100)
+    wh, emulator, killed = kill_first_run(
+        emulators, warehouse, job_registered, MELTANO_ENV, objects=100
+    )
     remove_files(killed.leftovers)
     rerun = wh.run_job(check=False)
     assert rerun.returncode == 0, last_line(rerun.stderr)
@@ -407,7 +371,9 @@ def test_after_a_killed_meltano_run_the_next_plain_run_needs_no_manual_step(emul
 def test_a_killed_meltano_run_leaves_no_key_on_disk(emulators, warehouse):
     """Meltano's behaviour, not ours: `stripe-dd sync` has Meltano write the file for the owner
     only and removes what killed runs left (tests/test_sync.py)."""
-    _, _, killed = kill_first_run(emulators, warehouse, fetching, objects=300, latency_ms=5)
+    _, _, killed = kill_first_run(
+        emulators, warehouse, fetching, MELTANO_ENV, objects=300, latency_ms=5
+    )
     try:
         assert killed.leftovers, "the run left no file at all: the check would be vacuous"
         assert_no_secret(KEY, *killed.leftovers)

@@ -16,8 +16,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-import test_reliability
-from test_reliability import KEY, MELTANO_ENV, fetching, kill_first_run
 
 from conftest import (
     BIN,
@@ -26,7 +24,10 @@ from conftest import (
     Warehouse,
     assert_no_secret,
     assert_warehouse_exact,
+    fetching,
+    kill_first_run,
     kill_group,
+    meltano_env,
     meltano_lock,
     mentions,
     remove_files,
@@ -37,7 +38,9 @@ from tap_stripe_dd import cli
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.sync import EX_TEMPFAIL
 
-emulators = test_reliability.emulators  # the fixture, for the tests here
+# A key of its own, so that a leak found here is this file's.
+KEY = "sk_test_SyncK3yThatN3v3rL3aksAnywh3re"
+MELTANO_ENV = meltano_env(KEY)
 
 SYNC = ("sync", "--environment", "dev")
 RUN_CONFIGS = "*/*.config.json"  # under .meltano/run/: tap.<uuid>.config.json and the target's
@@ -105,7 +108,7 @@ def test_sync_after_a_killed_meltano_run_goes_ahead_at_once_and_removes_the_key_
     The lock is kept from the kill to the sync: no other test's sync removes the leftovers."""
     with meltano_lock():
         wh, emulator, killed = kill_first_run(
-            emulators, warehouse, fetching, objects=300, latency_ms=5
+            emulators, warehouse, fetching, MELTANO_ENV, objects=300, latency_ms=5
         )
         configs = [path for path in killed.leftovers if path.match(RUN_CONFIGS)]
         try:
