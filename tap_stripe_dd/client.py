@@ -333,15 +333,18 @@ class StripeStream(RESTStream[str | None]):
         if self._deselects_properties:
             yield from super()._generate_record_messages(record)
             return
-        extracted = utc_now()
         for stream_map in self.stream_maps:
             if (mapped := stream_map.transform(record)) is not None:
                 yield RecordMessage(
                     stream=stream_map.stream_alias,
                     record=mapped,
                     version=self._stream_version,
-                    time_extracted=extracted,
+                    time_extracted=self._page_extracted_at,
                 )
+
+    def generate_child_contexts(self, record: dict, context: Context | None) -> Iterable[Context]:
+        """Stripe streams have no child streams: the SDK would copy a context per record."""
+        return ()
 
     # Slices and state.
 
@@ -392,6 +395,7 @@ class StripeStream(RESTStream[str | None]):
             while running:
                 kind, piece, payload = self._tap.wait_for(channel.queue)
                 if kind == "records":
+                    self._page_extracted_at = utc_now()  # the page's time serves its records
                     yield from payload
                 elif kind == "done":
                     self._complete_slice(scheduler.complete(piece))
