@@ -216,7 +216,7 @@ class StripeStream(RESTStream[str | None]):
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         assert context is not None, "requests are always made for a slice"
         params: dict[str, t.Any] = {
-            "limit": self.config.get("page_size", 100),
+            "limit": self.page_size,
             "created[gte]": context["gte"],
             "created[lt]": context["lt"],
         }
@@ -380,13 +380,16 @@ class StripeStream(RESTStream[str | None]):
     def concurrency(self) -> int:
         return int(self.config.get("max_concurrency") or self._tap.default_concurrency)
 
+    @property
+    def page_size(self) -> int:
+        return int(self.config.get("page_size", 100))
+
     def get_records(self, context: Context | None) -> Iterable[dict]:
         """Fetchers walk slices in threads; this generator, in the stream's own thread, yields
         their pages to the SDK's writer and moves the bookmark as slices complete."""
         start, end = self.sync_window()
         step = max(1, int(float(self.config.get("slice_days", 30)) * DAY))
-        page_size = int(self.config.get("page_size", 100))
-        scheduler = SliceScheduler(start, end, step, merge_up_to=MERGE_PAGES * page_size)
+        scheduler = SliceScheduler(start, end, step, merge_up_to=MERGE_PAGES * self.page_size)
         channel = Channel(size=2 * self.concurrency)
         for _ in range(self.concurrency):
             threading.Thread(target=self._fetch, args=(scheduler, channel), daemon=True).start()
@@ -420,7 +423,7 @@ class StripeStream(RESTStream[str | None]):
     def _next_slice(self, scheduler: SliceScheduler, channel: Channel) -> Slice | None:
         """The oldest waiting slice; else, unless the endpoint's requests already queue for
         the rate limit, the older half of the busiest one; else wait for either."""
-        steal_from = STEAL_PAGES * int(self.config.get("page_size", 100))
+        steal_from = STEAL_PAGES * self.page_size
         while not channel.closed.is_set():
             if piece := scheduler.take():
                 return piece
@@ -437,7 +440,7 @@ class StripeStream(RESTStream[str | None]):
         """Sends the slice's pages, and `done` once it is complete, unless an older slice is
         waiting: then the slice goes back, at a page edge, for the next free fetcher. Returns
         False when the stream has stopped listening."""
-        page_size = int(self.config.get("page_size", 100))
+        page_size = self.page_size
         page: list[dict] = []
         for record in self.request_records(piece.params):
             piece.seen += 1
@@ -447,7 +450,7 @@ class StripeStream(RESTStream[str | None]):
             if piece.seen % page_size:
                 continue
             if not piece.judged and self.concurrency > 1:
-                self._split_if_dense(scheduler, piece, record["created"])
+                self._split_if_dense(scheduler, piece)
             piece.judged = True
             if not channel.send(("records", piece, page)):
                 return False
@@ -456,14 +459,14 @@ class StripeStream(RESTStream[str | None]):
                 return True
         return channel.send(("records", piece, page)) and channel.send(("done", piece, None))
 
-    def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice, oldest: int) -> None:
+    def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice) -> None:
         """A first page that spans little of its slice means many pages to come: share them,
         but only with fetchers that would otherwise run out of slices, and not while requests
         queue for the rate limit anyway, since every extra slice costs a request (a partial
-        last page); and always the slice the bookmark waits on, whose
-        parts the other fetchers then take at their next page edge (`yield_to_older`), so that
-        the bookmark moves after about one slice's pages, not one slice per fetcher."""
-        pages_left = (oldest - piece.gte) / max(1, piece.lt - oldest)
+        last page); and always the slice the bookmark waits on, whose parts the other fetchers
+        then take at their next page edge (`yield_to_older`), so that the bookmark moves after
+        about one slice's pages, not one slice per fetcher."""
+        pages_left = piece.objects_left() / self.page_size
         if scheduler.holds_bookmark(piece):
             idle = self.concurrency
         elif self._tap.rate_limiter.saturated(self.path):
@@ -471,8 +474,8 @@ class StripeStream(RESTStream[str | None]):
         else:
             idle = self.concurrency - scheduler.waiting()
         parts = min(int(pages_left // 2), idle)
-        if parts >= 2:
-            scheduler.split(piece, oldest, parts)
+        if parts >= 2 and piece.position is not None:
+            scheduler.split(piece, piece.position, parts)
 
     def _complete_slice(self, end: int) -> None:
         """Everything created before `end` has been written: move the bookmark and say so."""
