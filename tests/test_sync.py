@@ -150,51 +150,53 @@ def test_meltano_writes_the_key_file_of_a_sync_for_the_owner_only(emulators, war
     assert_no_secret(KEY, log.read_text(), wh.path.with_name("meltano.db"))
 
 
-@pytest.mark.slow
-def test_a_second_sync_is_refused_while_one_runs_and_touches_nothing(emulators, warehouse):
-    emulator = stalled_emulator(emulators, seconds=5)
+def sync_while(
+    emulators: Callable[..., StripeEmulator],
+    warehouse: Callable[..., Warehouse],
+    *args: str,
+    stall: float,
+    **options: object,
+) -> subprocess.CompletedProcess:
+    """Runs a sync while `args` (see `started`) run, stalled `stall` seconds: it must be refused,
+    touching nothing, and that run then loads every object exactly once. Returns the refused
+    sync."""
+    emulator = stalled_emulator(emulators, seconds=stall)
     wh = warehouse(emulator, **MELTANO_ENV)
-    with meltano_lock(), started(wh, emulator, *SYNC, program="stripe-dd") as (proc, log, configs):
-        second = sync(wh)
+    with meltano_lock(), started(wh, emulator, *args, **options) as (proc, log, configs):
+        refused = sync(wh)
         still_there = [path for path in configs if path.exists()]
         jobs_then = jobs(wh)
         proc.wait(timeout=60)
-    assert second.returncode == EX_TEMPFAIL, second.stderr
+    assert refused.returncode == EX_TEMPFAIL, refused.stderr[-3000:]
+    assert still_there == configs, "the refused sync removed the running one's config files"
+    assert jobs_then == ["RUNNING"], "the refused sync started a Meltano job"
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert jobs(wh) == ["SUCCESS"]
+    assert_warehouse_exact(wh, emulator)
+    assert_no_secret(KEY, refused, log.read_text(), wh.path, wh.path.with_name("meltano.db"))
+    return refused
+
+
+@pytest.mark.slow
+def test_a_second_sync_is_refused_while_one_runs_and_touches_nothing(emulators, warehouse):
+    second = sync_while(emulators, warehouse, *SYNC, stall=5, program="stripe-dd")
     assert second.stdout == ""
     assert second.stderr.splitlines() == [
         "stripe-dd sync: error: another stripe-dd sync of this project is running "
         "(.meltano/stripe-dd-sync.lock is locked)"
     ]
-    assert still_there == configs, "the refused sync removed the running sync's config files"
-    assert jobs_then == ["RUNNING"], "the refused sync started a Meltano job"
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    assert jobs(wh) == ["SUCCESS"]
-    assert_warehouse_exact(wh, emulator)
-    assert_no_secret(KEY, second, log.read_text(), wh.path, wh.path.with_name("meltano.db"))
 
 
 @pytest.mark.slow
 def test_a_sync_leaves_a_live_plain_meltano_run_alone(emulators, warehouse):
     """A `meltano run` started by hand or by Meltano's scheduler holds no sync lock; its job
     keeps beating, so the sync neither forces a second run past it nor removes its key file."""
-    emulator = stalled_emulator(emulators, seconds=20)
-    wh = warehouse(emulator, **MELTANO_ENV)
-    with meltano_lock(), started(wh, emulator, *RUN_JOB) as (proc, log, configs):
-        refused = sync(wh)
-        still_there = [path for path in configs if path.exists()]
-        jobs_then = jobs(wh)
-        proc.wait(timeout=60)
-    assert refused.returncode == EX_TEMPFAIL, refused.stderr[-3000:]
+    # Long enough to outlast the sync's wait for the job's heartbeat to stop (10 s at most).
+    refused = sync_while(emulators, warehouse, *RUN_JOB, stall=20)
     assert refused.stderr.splitlines() == [
         "stripe-dd sync: error: a `meltano run` started without stripe-dd sync is running in "
         "this project"
     ]
-    assert still_there == configs, "the sync removed a live run's config files"
-    assert jobs_then == ["RUNNING"], "the sync started a Meltano job"
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    assert jobs(wh) == ["SUCCESS"]
-    assert_warehouse_exact(wh, emulator)
-    assert_no_secret(KEY, refused, log.read_text())
 
 
 @pytest.mark.slow
