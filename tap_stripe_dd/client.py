@@ -19,16 +19,19 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
 from singer_sdk.singerlib import RecordMessage
 
+from tap_stripe_dd.batches import BatchFile
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.slices import Slice, SliceScheduler
 
 if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
 
 DEFAULT_API_URL = "https://api.stripe.com"
@@ -384,9 +387,10 @@ class StripeStream(RESTStream[str | None]):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    def get_records(self, context: Context | None) -> Iterable[dict]:
-        """Fetchers walk slices in threads; this generator, in the stream's own thread, yields
-        their pages to the SDK's writer and moves the bookmark as slices complete."""
+    def _slice_events(self) -> Iterator[tuple[str, t.Any]]:
+        """Fetchers walk slices in threads; this generator, in the stream's own thread, hands on
+        their pages (`records`) and, each time the completed prefix of slices grows, the end of
+        that prefix (`bookmark`): everything created before it has been handed on."""
         start, end = self.sync_window()
         step = max(1, int(float(self.config.get("slice_days", 30)) * DAY))
         scheduler = SliceScheduler(start, end, step, merge_up_to=MERGE_PAGES * self.page_size)
@@ -398,16 +402,55 @@ class StripeStream(RESTStream[str | None]):
             while running:
                 kind, piece, payload = self._tap.wait_for(channel.queue)
                 if kind == "records":
-                    self._page_extracted_at = utc_now()  # the page's time serves its records
-                    yield from payload
+                    yield kind, payload
                 elif kind == "done":
-                    self._complete_slice(scheduler.complete(piece))
+                    bookmark = scheduler.complete(piece)
+                    previous = self.stream_state.get("replication_key_value")
+                    if not previous or to_unix(previous) < bookmark:
+                        yield "bookmark", bookmark
                 elif kind == "error":
                     raise payload
                 else:
                     running -= 1
         finally:
             channel.closed.set()
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        """Records go to the SDK's writer; the bookmark moves once they are written."""
+        for kind, payload in self._slice_events():
+            if kind == "records":
+                self._page_extracted_at = utc_now()  # the page's time serves its records
+                yield from payload
+            else:
+                self._write_bookmark(payload)
+
+    def get_batches(
+        self, batch_config: BatchConfig, context: Context | None = None
+    ) -> Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
+        """Records go to files (`batch_config`): a file is closed and announced (the SDK writes
+        its BATCH message) before the STATE whose bookmark covers its records, so that no STATE
+        ever confirms a record in a file the loader has not been told of."""
+        batch = BatchFile(batch_config, self.tap_name, self.name)
+        with self.get_record_counter() as counter:
+            for kind, payload in self._slice_events():
+                if kind == "records":
+                    records = [r for r in map(self._batch_record, payload) if r is not None]
+                    batch.write(records)
+                    counter.increment(len(records))
+                    continue
+                if batch.count:
+                    yield batch_config.encoding, [batch.close()]
+                self._write_bookmark(payload)
+        if batch.count:
+            yield batch_config.encoding, [batch.close()]
+
+    def _batch_record(self, record: dict) -> dict | None:
+        """A record as the SDK would write it in a RECORD message (stream maps aside: the SDK
+        announces a batch's files under each map's alias, as they are)."""
+        row = self.post_process(record)
+        if row is not None and self._deselects_properties:
+            pop_deselected_record_properties(row, self.schema, self.mask)
+        return row
 
     def _fetch(self, scheduler: SliceScheduler, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the run's are all emitted."""
@@ -477,14 +520,10 @@ class StripeStream(RESTStream[str | None]):
         if parts >= 2 and piece.position is not None:
             scheduler.split(piece, piece.position, parts)
 
-    def _complete_slice(self, end: int) -> None:
+    def _write_bookmark(self, end: int) -> None:
         """Everything created before `end` has been written: move the bookmark and say so."""
-        bookmark = to_rfc3339(end)
-        previous = self.stream_state.get("replication_key_value")
-        if previous and to_unix(previous) >= end:
-            return
         self.stream_state.update(
-            replication_key=self.replication_key, replication_key_value=bookmark
+            replication_key=self.replication_key, replication_key_value=to_rfc3339(end)
         )
         self.state_manager.is_flushed = False
         self._write_state_message()

@@ -13,7 +13,10 @@ three to four times as fast that writes the same values.
    memory: a kill then loses them. Here every flush flushes all streams (`flush_all_streams`),
    so an emitted STATE never confirms a row that is not in the warehouse.
 
-It also creates the warehouse file's folder, which upstream expects to exist.
+It also creates the warehouse file's folder, which upstream expects to exist, and reads Singer
+BATCH messages (JSON-lines files, plain or gzip, on this machine), which upstream refuses: each
+file's records go through upstream's code exactly as RECORD messages would, with the file's
+modification time as their extraction time, and the file is deleted once read.
 
 Upstream spends its time in Python, record by record: `json.loads`, `flatten_record` (a
 `json.dumps` per nested value, a type check per key), `csv.writer`: about 6,000 realistic Stripe
@@ -42,18 +45,21 @@ as the `target-duckdb` loader.
 from __future__ import annotations
 
 import gc
+import gzip
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
 
+from tap_stripe_dd.batches import local_folder
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
@@ -79,7 +85,7 @@ def dumps(value: Any) -> str:
     return "".join(NESTED_ENCODER(value, 0))
 
 
-def loads(line: str) -> Any:
+def loads(line: str | bytes) -> Any:
     """`json.loads(line)`: msgspec returns the same objects or refuses, and then json decides."""
     try:
         return MESSAGE_DECODER.decode(line)
@@ -203,9 +209,9 @@ class StateTracker:
         self.received: Any = None
         self.emitted: Any = None
 
-    def loads(self, line: str) -> Any:
+    def loads(self, line: str | dict) -> Any:
         """Decodes a message for upstream, noting the value of a STATE."""
-        message = loads(line)
+        message = line if type(line) is dict else loads(cast("str", line))
         if type(message) is dict and message.get("type") == "STATE":
             self.received = message.get("value")
         return message
@@ -228,8 +234,54 @@ class StateTracker:
             self.emit(self.received)
 
 
+def fail(message: str, exit_code: int = 1) -> NoReturn:
+    print(f"target-duckdb: error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def batch_records(message: dict) -> Iterator[dict]:
+    """A BATCH message's files, read as the RECORD messages they stand for, in order; each file
+    is deleted once read. Its records were extracted by the time the file was last written."""
+    stream = message.get("stream")
+    encoding = message.get("encoding") or {}
+    if encoding.get("format") != "jsonl":
+        fail(f"stream {stream!r}: BATCH files in {encoding.get('format')!r} are not supported")
+    for url in message.get("manifest") or []:
+        path = local_folder(str(url))
+        if path is None:
+            fail(f"stream {stream!r}: BATCH file {url} is not on this machine")
+        try:
+            extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+            zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
+            with (gzip.open if zipped else open)(path, "rb") as file:
+                for line in file:
+                    record = loads(line)
+                    yield {
+                        "type": "RECORD",
+                        "stream": stream,
+                        "record": record,
+                        "time_extracted": extracted,
+                    }
+        except OSError as exc:
+            fail(f"stream {stream!r}: BATCH file {path} cannot be read ({exc.strerror})")
+        path.unlink()
+
+
+def expand_batches(lines: Iterable[str]) -> Iterator[str | dict]:
+    """Lines as they come, but a BATCH message as its records (already decoded, which the
+    decoder passes through). Only a line that mentions "BATCH" is decoded here to find out."""
+    for line in lines:
+        if '"BATCH"' in line:
+            message = loads(line)
+            if type(message) is dict and message.get("type") == "BATCH":
+                yield from batch_records(message)
+                continue
+        yield line
+
+
 def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
-    """Upstream's `persist_lines` with the fixes around it and msgspec under its `json.loads`."""
+    """Upstream's `persist_lines` with the fixes around it, msgspec under its `json.loads`, and
+    BATCH messages read as their records."""
     loader_connection = LoaderConnection(connection)
     tracker = StateTracker(loader_connection.wait)
     target_duckdb.emit_state = tracker.emit
@@ -237,7 +289,9 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        UPSTREAM_PERSIST_LINES(loader_connection, config | {"flush_all_streams": True}, lines)
+        UPSTREAM_PERSIST_LINES(
+            loader_connection, config | {"flush_all_streams": True}, expand_batches(lines)
+        )
     finally:
         target_duckdb.emit_state = UPSTREAM_EMIT_STATE
         target_duckdb.json = json
@@ -250,12 +304,7 @@ def duckdb_connect(config: dict) -> Any:
     """Refuses a data-source name the query tool could not use, before anything is written."""
     source = config.get("default_target_schema")
     if source is not None and not SOURCE_NAME.fullmatch(str(source)):
-        print(
-            f"target-duckdb: error: invalid data-source name {source!r} "
-            f"(default_target_schema): {SOURCE_RULE}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        fail(f"invalid data-source name {source!r} (default_target_schema): {SOURCE_RULE}", 2)
     path = str(config.get("path", config.get("filepath", "")))
     if path and ":" not in path.split("/")[0]:  # a local file, not md: or motherduck:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,14 @@
 """`stripe-dd sync`: `meltano run stripe-to-duckdb` that is safe to start after a crash, from
 cron, a systemd timer or by hand.
 
-A `meltano run` killed with -9 (a crash, the OOM killer) leaves two things behind: its job
-marked RUNNING in Meltano's system database, so that the next plain run is refused for five
-minutes, and the run's config files in .meltano/run/, the tap's with the API key in it. A sync
-holds an exclusive lock for its whole run. Holding it proves that no other sync of the project
-runs, so a job marked RUNNING whose heartbeat stopped is a dead run (the sync passes `--force`),
-and config files already in .meltano/run/ are dead runs' (the sync deletes them). Meltano runs
-with umask 077, so that the files it writes, the key's included, are the owner's only.
+A `meltano run` killed with -9 (a crash, the OOM killer) leaves things behind: its job marked
+RUNNING in Meltano's system database, so that the next plain run is refused for five minutes,
+the run's config files in .meltano/run/, the tap's with the API key in it, and batch files the
+loader had not read yet in .meltano/batches/. A sync holds an exclusive lock for its whole run.
+Holding it proves that no other sync of the project runs, so a job marked RUNNING whose
+heartbeat stopped is a dead run (the sync passes `--force`), and files already in those two
+folders are dead runs' (the sync deletes them). Meltano runs with umask 077, so that the files
+it writes, the key's included, are the owner's only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from tap_stripe_dd.errors import UserError
 BIN = Path(sys.executable).parent
 LOCK = Path(".meltano") / "stripe-dd-sync.lock"
 RUN_FILES = Path(".meltano") / "run"
+BATCH_FILES = Path(".meltano") / "batches"  # meltano.yml's batch_config root
+# What a killed run leaves: its plugins' config files, and batch files the loader never read.
+LEFTOVERS = {RUN_FILES: "*/*.config.json", BATCH_FILES: "*"}
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later
 # Meltano records a heartbeat every second, so a job silent for this long has no process left.
 # Meltano itself waits five minutes, since it cannot know that no other run is going.
@@ -114,10 +118,12 @@ def dead_jobs(heartbeats: Heartbeats) -> int:
         time.sleep(0.5)
 
 
-def remove_run_configs(root: Path) -> int:
-    """Deletes the plugins' config files that dead runs left (a run deletes its own when it
-    ends); returns how many. Their content, the API key, is never read."""
-    leftovers = list((root / RUN_FILES).glob("*/*.config.json"))
+def remove_leftovers(root: Path) -> int:
+    """Deletes the files that dead runs left (a run deletes its own as it goes and when it
+    ends); returns how many. Their content (the API key, Stripe data) is never read."""
+    leftovers = [
+        path for folder, files in LEFTOVERS.items() for path in (root / folder).glob(files)
+    ]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
@@ -137,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{dead} killed run(s) still marked RUNNING in Meltano's system database: "
                 "running with --force (a plain `meltano run` is refused for 5 minutes)"
             )
-        if removed := remove_run_configs(root):
-            log(f"removed {removed} config file(s) that killed runs left in {RUN_FILES}/")
+        if removed := remove_leftovers(root):
+            places = " and ".join(f"{folder}/" for folder in LEFTOVERS)
+            log(f"removed {removed} file(s) that killed runs left in {places}")
         command = [
             str(meltano),
             *(("--environment", args.environment) if args.environment else ()),

@@ -23,6 +23,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
+from tap_stripe_dd.batches import batch_config_errors
 from tap_stripe_dd.client import (
     DEFAULT_API_URL,
     STRIPE_VERSION,
@@ -309,6 +310,8 @@ class TapStripe(Tap):
             errors.append("api_url must use https:// unless the host is loopback (127.0.0.1)")
         if (account := config.get("account_id")) and not str(account).startswith("acct_"):
             errors.append("account_id must look like acct_…")
+        if isinstance(batch := config.get("batch_config"), dict):
+            errors += batch_config_errors(batch)
         return errors
 
 

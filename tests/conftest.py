@@ -115,15 +115,21 @@ def run_tap(tmp_path: Path) -> Callable[..., TapRun]:
     """Runs `tap-stripe-dd` as users do: a process with --config and --state files."""
     counter = iter(range(1_000))
 
-    def run(config: dict, state: dict | None = None, timeout: float = 120) -> TapRun:
+    def run(
+        config: dict,
+        state: dict | None = None,
+        timeout: float = 120,
+        catalog: dict | None = None,
+    ) -> TapRun:
         n = next(counter)
         config_path = tmp_path / f"config-{n}.json"
         config_path.write_text(json.dumps(config))
         command = [str(BIN / "tap-stripe-dd"), "--config", str(config_path)]
-        if state is not None:
-            state_path = tmp_path / f"state-{n}.json"
-            state_path.write_text(json.dumps(state))
-            command += ["--state", str(state_path)]
+        for flag, document in (("--state", state), ("--catalog", catalog)):
+            if document is not None:
+                path = tmp_path / f"{flag[2:]}-{n}.json"
+                path.write_text(json.dumps(document))
+                command += [flag, str(path)]
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -371,7 +377,7 @@ class Killed:
     returncode: int
     output: str
     state: dict
-    leftovers: list[Path]  # files the run left in .meltano/run/
+    leftovers: list[Path]  # files the run left in .meltano/run/ and .meltano/batches/
     killed: bool = True  # False: the run ended before the kill point (allowed with `force`)
 
 
@@ -392,12 +398,12 @@ def kill_meltano_run(
     """Starts the job (`--force`: past a stale job), SIGKILLs `who` ("group", "tap-stripe-dd",
     "target-duckdb") once `when()`, and checks that no process of the group survives. With
     `force`, the run may also end before the kill point (a soak's last attempts may finish)."""
-    run_dir = ROOT / ".meltano" / "run"
+    run_dir, batch_dir = ROOT / ".meltano" / "run", ROOT / ".meltano" / "batches"
     log = wh.path.with_name(f"killed-meltano-{time.monotonic_ns()}.log")
     args = (*RUN_JOB[:3], "--force", RUN_JOB[3]) if force else RUN_JOB
     killed = True
     with meltano_lock():
-        before = set(run_dir.rglob("*"))
+        before = set(run_dir.rglob("*")) | set(batch_dir.rglob("*"))
         proc = start_meltano(*args, env=wh.env, log=log)
         try:
             deadline = time.monotonic() + timeout
@@ -415,8 +421,10 @@ def kill_meltano_run(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         new = sorted(p for p in set(run_dir.rglob("*")) - before if p.is_file())
-        # Read under the lock: a `stripe-dd sync` (tests/test_sync.py) removes leftovers.
+        # Read under the lock: a `stripe-dd sync` (tests/test_sync.py) removes leftovers. Batch
+        # files written meanwhile are this run's: Meltano runs one at a time under the lock.
         ours = [p for p in new if mentions(p, emulator.url, str(wh.path.parent))]
+        ours += sorted(p for p in set(batch_dir.rglob("*")) - before if p.is_file())
     assert not survivors, f"processes outlived the kill: {survivors}"
     state = saved_state(wh.path.with_name("meltano.db"))
     return Killed(proc.returncode, log.read_text(), state, ours, killed)

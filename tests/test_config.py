@@ -23,6 +23,16 @@ CASES = [
     ("plain http to a remote host", {"api_url": "http://api.stripe.com"}, "https://"),
     ("account id not acct_", {"account_id": "cus_123"}, "acct_"),
     ("negative lookback", {"lookback_seconds": -5}, "lookback_seconds"),
+    (
+        "parquet batch files",
+        {"batch_config": {"encoding": {"format": "parquet"}, "storage": {"root": "/tmp/b"}}},
+        "writes jsonl batch files",
+    ),
+    (
+        "batch files on s3",
+        {"batch_config": {"encoding": {"format": "jsonl"}, "storage": {"root": "s3://b/x"}}},
+        "must be a local folder",
+    ),
 ]
 
 

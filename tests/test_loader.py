@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import gzip
 import io
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +350,67 @@ def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> 
         result = run(command, config | {"batch_size_rows": 2}, lines, tmp_path)
         assert result.returncode != 0 and "not a date-time" in result.stderr
         assert result.stdout == "", name
+
+
+# BATCH messages: their files' records load exactly as the same RECORD messages load.
+
+EXTRACTED = "2025-04-01T00:00:00Z"
+
+
+def as_batches(messages: list[dict], folder: Path, compression: str, per_file: int) -> list[dict]:
+    """The messages with their RECORDs moved into files, `per_file` records each, announced
+    by one BATCH message; each file's time is the RECORDs' `time_extracted`."""
+    folder.mkdir(exist_ok=True)
+    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    urls = []
+    for start in range(0, len(records), per_file):
+        path = folder / f"part-{start}.jsonl{'.gz' if compression == 'gzip' else ''}"
+        text = "".join(json.dumps(record) + "\n" for record in records[start : start + per_file])
+        with (gzip.open if compression == "gzip" else open)(path, "wt") as file:
+            file.write(text)
+        stamp = datetime.fromisoformat(EXTRACTED).timestamp()
+        os.utime(path, (stamp, stamp))
+        urls.append(path.as_uri())
+    batch = {
+        "type": "BATCH",
+        "stream": messages[0]["stream"],
+        "encoding": {"format": "jsonl", "compression": compression},
+        "manifest": urls,
+    }
+    at = next(i for i, m in enumerate(messages) if m["type"] == "RECORD")
+    return [*messages[:at], batch, *(m for m in messages[at:] if m["type"] != "RECORD")]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_batch_files_load_as_their_records_do_and_are_then_deleted(tmp_path: Path, compression):
+    messages = singer_messages("things", THINGS_SCHEMA, THINGS)
+    batches = as_batches(messages, tmp_path / "files", compression, per_file=2)
+    config = {"add_metadata_columns": True, "batch_size_rows": 3}
+    from_records = load(OURS, tmp_path / "records.duckdb", [messages], **config)
+    from_batches = load(OURS, tmp_path / "batches.duckdb", [batches], **config)
+    assert from_batches == from_records
+    assert len(from_batches["src.things"][1]) == len({thing["id"] for thing in THINGS})
+    assert not list((tmp_path / "files").iterdir()), "a loaded batch file was left behind"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"manifest": ["file:///nowhere/part-0.jsonl"]}, "cannot be read"),
+        ({"manifest": ["s3://bucket/part-0.jsonl"]}, "is not on this machine"),
+        ({"encoding": {"format": "parquet"}}, "'parquet' are not supported"),
+    ],
+)
+def test_a_batch_that_cannot_be_read_fails_clearly_with_no_state(tmp_path: Path, change, expected):
+    messages = singer_messages("things", THINGS_SCHEMA, THINGS)
+    batches = as_batches(messages, tmp_path / "files", "none", per_file=100)
+    lines = [json.dumps(m | change if m["type"] == "BATCH" else m) for m in batches]
+    config = {"path": str(tmp_path / "w.duckdb"), "default_target_schema": "src"}
+    result = run(OURS, config, lines, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("target-duckdb: error: stream")
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
 
 
 JSON_VALUES = st.recursive(

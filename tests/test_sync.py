@@ -36,7 +36,7 @@ from conftest import (
 )
 from tap_stripe_dd import cli
 from tap_stripe_dd.emulator import StripeEmulator
-from tap_stripe_dd.sync import EX_TEMPFAIL
+from tap_stripe_dd.sync import BATCH_FILES, EX_TEMPFAIL
 
 # A key of its own, so that a leak found here is this file's.
 KEY = "sk_test_SyncK3yThatN3v3rL3aksAnywh3re"
@@ -111,21 +111,25 @@ def test_sync_after_a_killed_meltano_run_goes_ahead_at_once_and_removes_the_key_
             emulators, warehouse, fetching, MELTANO_ENV, objects=300, latency_ms=5
         )
         configs = [path for path in killed.leftovers if path.match(RUN_CONFIGS)]
+        # As a run killed between the tap's writing a batch file and the loader's reading it.
+        unread = ROOT / BATCH_FILES / "tap-stripe-dd--charges-killed-1.jsonl"
+        unread.parent.mkdir(exist_ok=True)
+        unread.write_text('{"id": "ch_killed"}\n')
         try:
             assert any(mentions(path, KEY) for path in configs), "no key file left to remove"
             assert jobs(wh) == ["RUNNING"], "the killed run is not marked RUNNING: nothing to force"
             synced = sync(wh)
-            left = [path for path in configs if path.exists()]
+            left = [path for path in [*configs, unread] if path.exists()]
         finally:
-            remove_files(killed.leftovers)
+            remove_files([*killed.leftovers, unread])
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert (
         "1 killed run(s) still marked RUNNING in Meltano's system database: running with --force"
         in synced.stderr
     )
-    removed = re.search(r"removed (\d+) config file\(s\) that killed runs left", synced.stderr)
-    assert removed and int(removed[1]) >= len(configs), synced.stderr[-3000:]
-    assert not left, "the key file is still there"
+    removed = re.search(r"removed (\d+) file\(s\) that killed runs left", synced.stderr)
+    assert removed and int(removed[1]) >= len(configs) + 1, synced.stderr[-3000:]
+    assert not left, "the key file or the batch file is still there"
     assert jobs(wh)[-1] == "SUCCESS"
     assert_warehouse_exact(wh, emulator)
     assert_no_secret(KEY, killed.output, synced, wh.path, wh.path.with_name("meltano.db"))

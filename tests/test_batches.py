@@ -1,0 +1,113 @@
+"""The tap's BATCH mode (`batch_config`, on in meltano.yml): records go to files, and a STATE
+never confirms a record whose file has not been announced, so a kill between the two loses
+nothing. The main job's tests (test_meltano.py, test_reliability.py) run in this mode end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import stat
+import subprocess
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import BIN, STREAMS, TEST_KEY, tap_config
+from tap_stripe_dd.client import to_unix
+
+
+def batch_run(emulator, run_tap, folder: Path, compression: str) -> list[dict]:
+    encoding = {"format": "jsonl", "compression": compression}
+    config = tap_config(
+        emulator, batch_config={"encoding": encoding, "storage": {"root": str(folder)}}
+    )
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    assert not run.records, "RECORD messages in BATCH mode"
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def read_batch(url: str) -> list[dict]:
+    path = Path(urlparse(url).path)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as file:
+        return [json.loads(line) for line in file]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_every_object_is_in_exactly_one_file_announced_before_its_state(
+    emulator, run_tap, tmp_path, compression
+):
+    messages = batch_run(emulator, run_tap, tmp_path / "batches", compression)
+    announced: dict[str, list[dict]] = {stream: [] for stream in STREAMS}
+    checked = 0
+    for message in messages:
+        if message["type"] == "BATCH":
+            for url in message["manifest"]:
+                announced[message["stream"]] += read_batch(url)
+        elif message["type"] == "STATE":
+            for stream, entry in message["value"]["bookmarks"].items():
+                if "replication_key_value" not in entry:
+                    continue
+                bookmark = to_unix(entry["replication_key_value"])
+                covered = {o["id"] for o in emulator.objects(stream) if o["created"] < bookmark}
+                assert covered <= {r["id"] for r in announced[stream]}, (
+                    f"a STATE confirms {stream} records of no announced file"
+                )
+                checked += 1
+    assert checked > 10
+    for stream in STREAMS:
+        ids = [record["id"] for record in announced[stream]]
+        assert Counter(ids).most_common(1)[0][1] == 1, "an object was written twice"
+        assert sorted(ids) == sorted(emulator.ids(stream))
+        assert all(record["created"].endswith("Z") for record in announced[stream])
+
+
+def test_batch_files_are_the_owners_only_and_hold_no_key(emulator, run_tap, tmp_path):
+    batch_run(emulator, run_tap, tmp_path / "batches", "none")
+    files = list((tmp_path / "batches").iterdir())
+    assert len(files) >= len(STREAMS)
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert TEST_KEY[8:] not in path.read_text()
+
+
+def catalog_without(config: dict, tmp_path: Path, stream: str, field: str) -> dict:
+    """The tap's own catalog, with one stream selected and one of its properties deselected."""
+    config_path = tmp_path / "discover.json"
+    config_path.write_text(json.dumps(config))
+    discovered = subprocess.run(
+        [str(BIN / "tap-stripe-dd"), "--config", str(config_path), "--discover"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    catalog = json.loads(discovered.stdout)
+    for entry in catalog["streams"]:
+        for meta in entry["metadata"]:
+            if meta["breadcrumb"] == []:
+                meta["metadata"]["selected"] = entry["tap_stream_id"] == stream
+            elif meta["breadcrumb"] == ["properties", field]:
+                meta["metadata"]["selected"] = False
+    return catalog
+
+
+@pytest.mark.parametrize("mode", ["records", "batch"])
+def test_a_deselected_property_is_left_out(emulator, run_tap, tmp_path, mode):
+    config = tap_config(emulator)
+    catalog = catalog_without(config, tmp_path, "charges", "metadata")
+    if mode == "batch":
+        root = str(tmp_path / "batches")
+        config["batch_config"] = {"encoding": {"format": "jsonl"}, "storage": {"root": root}}
+    run = run_tap(config, catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    if mode == "batch":
+        files = [json.loads(line) for line in run.stdout.splitlines()]
+        urls = [url for m in files if m["type"] == "BATCH" for url in m["manifest"]]
+        records = [record for url in urls for record in read_batch(url)]
+    else:
+        records = run.records["charges"]
+    assert sorted(record["id"] for record in records) == sorted(emulator.ids("charges"))
+    assert all("metadata" not in record and "amount" in record for record in records)
+    assert set(run.records) <= {"charges"}
