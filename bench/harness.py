@@ -177,6 +177,8 @@ def p2_rate_limit(objects: int, workdir: Path) -> list[Row]:
 
 
 def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
+    """The job as meltano.yml has it (batch files included), on enough data that a long sync's
+    pace, not Meltano's start-up, decides; the start-up is its own row: a run with nothing new."""
     env = os.environ | {
         "MELTANO_DATABASE_URI": f"sqlite:///{workdir}/meltano.db",
         "TAP_STRIPE_DD_API_KEY": KEY,
@@ -188,10 +190,12 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
     }
     meltano("install", env=env)
     messages = workdir / "singer.jsonl"
+    batches = {"encoding": {"format": "jsonl"}, "storage": {"root": str(workdir / "batches")}}
     with emulator(objects) as url:
         env["TAP_STRIPE_DD_API_URL"] = url
         run = timed([str(BIN / "meltano"), "--environment", "dev", *RUN_JOB], env=env)
-        tap_only = run_tap(url, STREAMS, workdir, output=messages, **UNLIMITED)
+        nothing_new = timed([str(BIN / "meltano"), "--environment", "dev", *RUN_JOB], env=env)
+        tap_only = run_tap(url, STREAMS, workdir, messages, batch_config=batches, **UNLIMITED)
         records = workdir / "records.jsonl"
         dump_records(url, records)
     target_config = workdir / "target.json"
@@ -218,13 +222,19 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
             "P3 meltano run objects/s ÷ 10,000/s",
             rate / 10_000,
             "≥ 1",
-            f"{total:,} objects in {run['seconds']:.1f} s = {rate:,.0f}/s",
+            f"{total:,} objects in {run['seconds']:.1f} s = {rate:,.0f}/s, start-up included",
         ),
         Row(
-            "P3 where the time goes: the tap alone (objects/s ÷ 10,000/s)",
+            "P3 fixed cost: the same job again, nothing new to load (s)",
+            nothing_new["seconds"],
+            "(info)",
+            f"{nothing_new['cpu']:.1f} CPU-s: Meltano's and the plugins' start-up, discovery",
+        ),
+        Row(
+            "P3 where the time goes: the tap alone, to batch files (objects/s ÷ 10,000/s)",
             total / tap_only["seconds"] / 10_000,
             "(info)",
-            f"tap → file {tap_only['seconds']:.1f} s, {tap_only['cpu']:.1f} CPU-s",
+            f"{tap_only['seconds']:.1f} s, {tap_only['cpu']:.1f} CPU-s",
         ),
         Row(
             "P3 where the time goes: the loader alone, on the tap's output",
@@ -237,7 +247,7 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
             run["cpu"] / run["seconds"],
             "(info)",
             f"{run['cpu']:.1f} CPU-s in {run['seconds']:.1f} s; tap + loader alone "
-            f"{parts_cpu:.1f} CPU-s, Meltano (start-up, relaying every line) the rest",
+            f"{parts_cpu:.1f} CPU-s, Meltano the rest; the emulator is not counted",
         ),
         Row(
             "P3 local ceiling: DuckDB read_json",
@@ -311,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     measures: dict[str, Callable[[Path], list[Row]]] = {
         "P1": lambda workdir: [p1_overhead(20_000 // scale, workdir)],
         "P2": lambda workdir: p2_rate_limit(20_000 // scale, workdir),
-        "P3": lambda workdir: p3_end_to_end(10_000 // scale, workdir),
+        "P3": lambda workdir: p3_end_to_end(50_000 // scale, workdir),
         "P4": lambda workdir: [p4_memory(10_000, 1_000_000 // scale, workdir)],
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,6 +85,16 @@ def test_key_is_nowhere_in_state_logs_or_warehouse(emulator, warehouse, tmp_path
         assert secret not in log.read_text(errors="ignore")
 
 
+@pytest.mark.parametrize(
+    ("plugin", "package"),
+    [("extractors/tap-stripe-dd", "singer_sdk"), ("loaders/target-duckdb", "target_duckdb")],
+)
+def test_plugins_are_installed_with_their_modules_compiled(meltano_installed, plugin, package):
+    """Else, where Python may not write bytecode, every run compiles them again (seconds)."""
+    (site,) = (ROOT / ".meltano" / plugin / "venv" / "lib").glob("python3*/site-packages")
+    assert list((site / package / "__pycache__").glob("__init__.*.pyc"))
+
+
 def test_meltano_yml_declares_every_tap_setting_with_label_description_and_kind():
     import yaml
 
