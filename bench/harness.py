@@ -1,6 +1,7 @@
 """The benchmark harness: each measure side by side in one run, against the emulator, as ratios.
 
-`python -m bench [--quick]` runs P1..P4, prints a table and writes bench/RESULTS.md.
+`python -m bench [--quick]` runs E (the emulator's speed) and P1..P4, prints a table and writes
+bench/RESULTS.md.
 The emulator runs as its own process, so that it never shares the tap's interpreter.
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import msgspec
 import requests
 
 from tap_stripe_dd.streams import STREAM_TYPES
@@ -63,19 +65,47 @@ def emulator(objects: int, *extra: str) -> Iterator[str]:
         process.wait(10)
 
 
-def bare_walk(url: str, streams: list[str]) -> tuple[int, float]:
-    """requests + json, limit 100, one page after the other: the ceiling any client can reach."""
+class Listed(msgspec.Struct):
+    id: str
+
+
+class Page(msgspec.Struct):
+    """A list page as a client that needs only the cursor reads it: every other field skipped."""
+
+    has_more: bool
+    data: list[Listed]
+
+
+PAGE = msgspec.json.Decoder(Page)
+
+
+def decoded(session: requests.Session, url: str, params: dict) -> tuple[list, bool]:
+    """requests + json: what any client pays to read a page."""
+    body = session.get(url, params=params, timeout=60).json()
+    return body["data"], body["has_more"]
+
+
+def cursor_only(session: requests.Session, url: str, params: dict) -> tuple[list, bool]:
+    page = PAGE.decode(session.get(url, params=params, timeout=60).content)
+    return [{"id": listed.id} for listed in page.data], page.has_more
+
+
+def bare_walk(
+    url: str, streams: list[str], read: Callable[..., tuple[list, bool]] = decoded
+) -> tuple[int, float]:
+    """Limit 100, one page after the other: with requests + json (`decoded`), the ceiling any
+    client can reach."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {KEY}"
     began, count = time.perf_counter(), 0
     for stream in streams:
         params: dict[str, str | int] = {"limit": 100}
         while True:
-            body = session.get(f"{url}/v1/{stream}", params=params, timeout=60).json()
-            count += len(body["data"])
-            if not body["has_more"]:
+            data, has_more = read(session, f"{url}/v1/{stream}", params)
+            count += len(data)
+            if not has_more:
                 break
-            params["starting_after"] = body["data"][-1]["id"]
+            params["starting_after"] = data[-1]["id"]
     return count, time.perf_counter() - began
 
 
@@ -133,6 +163,27 @@ def run_tap(
     result = timed(command, stdout=output)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return result | {"peak_mib": peak_kib / 1024}
+
+
+def e_emulator(objects: int, workdir: Path) -> list[Row]:
+    """Issue #2: the emulator must not be what a benchmark measures. Its pages/s to a bare walk
+    (requests + json) and to a client that reads only the cursor, each against the tap's own
+    rate on the same charges."""
+    with emulator(objects) as url:
+        tap_rate = objects / run_tap(url, ["charges"], workdir, **UNLIMITED)["seconds"]
+        rows = []
+        for what, read in (("requests + json", decoded), ("the cursor only", cursor_only)):
+            count, seconds = bare_walk(url, ["charges"], read)
+            rows.append(
+                Row(
+                    f"E emulator: bare walk reading {what} ÷ the tap (charges/s)",
+                    count / seconds / tap_rate,
+                    "several",
+                    f"{count:,} charges, {count / 100 / seconds:,.0f} pages/s = "
+                    f"{count / seconds:,.0f}/s; the tap {tap_rate:,.0f}/s",
+                )
+            )
+    return rows
 
 
 def p1_overhead(objects: int, workdir: Path, rounds: int = 3) -> Row:
@@ -312,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
     parser.add_argument(
         "--only",
-        choices=["P1", "P2", "P3", "P4"],
+        choices=["E", "P1", "P2", "P3", "P4"],
         action="append",
         help="run only these measures (repeatable); RESULTS.md is then left as it is",
     )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     measures: dict[str, Callable[[Path], list[Row]]] = {
+        "E": lambda workdir: e_emulator(100_000 // scale, workdir),
         "P1": lambda workdir: [p1_overhead(20_000 // scale, workdir)],
         "P2": lambda workdir: p2_rate_limit(20_000 // scale, workdir),
         "P3": lambda workdir: p3_end_to_end(50_000 // scale, workdir),

@@ -324,8 +324,10 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
     return members
 
 
-def kill_group(proc: subprocess.Popen, who: str = "group") -> None:
-    """SIGKILL the whole process group, or only its `tap-stripe-dd` or `target-duckdb` process."""
+def kill_group(proc: subprocess.Popen, who: str = "group", *, gone_ok: bool = False) -> bool:
+    """SIGKILL the whole process group, or only its `tap-stripe-dd` or `target-duckdb` process,
+    then wait for the run to end. With `gone_ok`, a process that already ended is no error (the
+    tap ends before the target, which still loads its last batch files): returns False then."""
     if who == "group":
         os.killpg(proc.pid, signal.SIGKILL)
     else:
@@ -335,8 +337,11 @@ def kill_group(proc: subprocess.Popen, who: str = "group") -> None:
                 os.kill(pid, signal.SIGKILL)
                 break
         else:
-            raise AssertionError(f"no {who} process to kill in {group_members(proc.pid)}")
+            assert gone_ok, f"no {who} process to kill in {group_members(proc.pid)}"
+            proc.wait(timeout=60)
+            return False
     proc.wait(timeout=60)
+    return True
 
 
 def saved_state(meltano_db: Path) -> dict:
@@ -397,7 +402,8 @@ def kill_meltano_run(
 ) -> Killed:
     """Starts the job (`--force`: past a stale job), SIGKILLs `who` ("group", "tap-stripe-dd",
     "target-duckdb") once `when()`, and checks that no process of the group survives. With
-    `force`, the run may also end before the kill point (a soak's last attempts may finish)."""
+    `force`, the run may also end before the kill point (a soak's last attempts may finish), or
+    `who` before it (the tap, while the target loads the last batch files)."""
     run_dir, batch_dir = ROOT / ".meltano" / "run", ROOT / ".meltano" / "batches"
     log = wh.path.with_name(f"killed-meltano-{time.monotonic_ns()}.log")
     args = (*RUN_JOB[:3], "--force", RUN_JOB[3]) if force else RUN_JOB
@@ -414,7 +420,7 @@ def kill_meltano_run(
                 assert time.monotonic() < deadline, "the kill point never came"
                 time.sleep(0.01)
             if killed:
-                kill_group(proc, who)
+                killed = kill_group(proc, who, gone_ok=force)
             survivors = wait_for_group_to_end(proc.pid)
         finally:
             if proc.poll() is None:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import BIN, STREAMS, TEST_KEY, tap_config
-from tap_stripe_dd.client import to_unix
+from tap_stripe_dd.client import to_rfc3339, to_unix
 
 
 def batch_run(emulator, run_tap, folder: Path, compression: str) -> list[dict]:
@@ -111,3 +111,33 @@ def test_a_deselected_property_is_left_out(emulator, run_tap, tmp_path, mode):
     assert sorted(record["id"] for record in records) == sorted(emulator.ids("charges"))
     assert all("metadata" not in record and "amount" in record for record in records)
     assert set(run.records) <= {"charges"}
+
+
+def test_records_of_a_window_that_never_moves_the_bookmark_are_announced(
+    emulator, run_tap, tmp_path
+):
+    """A re-read that ends before the bookmark (`end_date` inside the lookback) sends no new
+    STATE: its file is still closed and announced, at the end."""
+    bookmark = sorted(o["created"] for o in emulator.objects("charges"))[200]
+    day = 86_400
+    window = (bookmark - 90 * day, bookmark - 30 * day)
+    batches = {"encoding": {"format": "jsonl"}, "storage": {"root": str(tmp_path / "batches")}}
+    config = tap_config(
+        emulator, end_date=to_rfc3339(window[1]), lookback_seconds=90 * day, batch_config=batches
+    )
+    value = {"replication_key": "created", "replication_key_value": to_rfc3339(bookmark)}
+    run = run_tap(config, state={"bookmarks": {"charges": value}})
+    assert run.returncode == 0, run.stderr
+    messages = [json.loads(line) for line in run.stdout.splitlines()]
+    urls = [
+        u
+        for m in messages
+        if m["type"] == "BATCH" and m["stream"] == "charges"
+        for u in m["manifest"]
+    ]
+    expected = {
+        o["id"] for o in emulator.objects("charges") if window[0] <= o["created"] < window[1]
+    }
+    assert expected, "an empty window would prove nothing"
+    assert {record["id"] for url in urls for record in read_batch(url)} == expected
+    assert run.bookmark("charges") == to_rfc3339(bookmark), "the bookmark moved back"
