@@ -12,6 +12,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,7 +20,7 @@ import requests
 import simplejson
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
@@ -46,6 +47,17 @@ class StripeWriter(MsgSpecWriter):
         sys.stdout.buffer.write(self.format_message(message))
         if not isinstance(message, RecordMessage):
             sys.stdout.flush()
+
+    def write_record(self, stream: str, record: dict, time_extracted: datetime) -> None:
+        """The line `write_message` writes for `RecordMessage(stream, record, time_extracted)`
+        (a UTC time), without a message object built for each record."""
+        message = {
+            "type": "RECORD",
+            "stream": stream,
+            "record": record,
+            "time_extracted": time_extracted,
+        }
+        sys.stdout.buffer.write(serialize_jsonl(message))
 
 
 KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")

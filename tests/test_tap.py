@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from datetime import datetime, timezone
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from singer_sdk.singerlib import RecordMessage
 
 from conftest import STREAMS, TEST_KEY, tap_config
-from tap_stripe_dd.client import schemas_dir, to_unix
+from tap_stripe_dd.client import schemas_dir, to_rfc3339, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.tap import StripeWriter
 
 
 @pytest.fixture
@@ -204,3 +209,31 @@ def test_headers_pin_the_version_and_never_log_the_key(emulator, run_tap):
     assert headers["Stripe-Version"] == "2024-06-20"
     assert headers["Stripe-Account"] == "acct_1Emulated"
     assert TEST_KEY[8:] not in run.stdout + run.stderr
+
+
+def test_records_are_written_as_the_sdks_own_record_messages(capsysbinary):
+    """The fast path (no deselection, no stream map) writes the very line the SDK writes."""
+    record = next(iter(StripeEmulator(seed=3, objects=5).objects("charges")))
+    extracted = datetime.now(timezone.utc)
+    writer = StripeWriter()
+    writer.write_message(RecordMessage("charges", record, time_extracted=extracted))
+    sdk_line = capsysbinary.readouterr().out
+    writer.write_record("charges", record, extracted)
+    assert capsysbinary.readouterr().out == sdk_line
+    assert json.loads(sdk_line)["record"]["id"] == record["id"]
+
+
+def test_stream_maps_apply_through_the_sdks_path(emulator, run_tap):
+    maps = {"charges": {"amount_doubled": "amount * 2", "metadata": "__NULL__"}}
+    run = run_tap(tap_config(emulator, stream_maps=maps))
+    assert run.returncode == 0, run.stderr
+    charges = run.records["charges"]
+    assert sorted(c["id"] for c in charges) == sorted(emulator.ids("charges"))
+    assert all(c["amount_doubled"] == 2 * c["amount"] and "metadata" not in c for c in charges)
+    assert all("metadata" in refund for refund in run.records["refunds"])
+
+
+@settings(max_examples=2_000)
+@given(st.integers(min_value=-(10**10), max_value=10**10))
+def test_unix_times_format_as_strftime_formats_them(unix):
+    assert to_rfc3339(unix) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
