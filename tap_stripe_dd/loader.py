@@ -254,8 +254,11 @@ def batch_records(message: dict) -> Iterator[dict]:
             extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
             zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
             with (gzip.open if zipped else open)(path, "rb") as file:
-                for line in file:
-                    record = loads(line)
+                for number, line in enumerate(file, start=1):
+                    try:
+                        record = loads(line)
+                    except ValueError:
+                        fail(f"stream {stream!r}: BATCH file {path}, line {number}: not JSON")
                     yield {
                         "type": "RECORD",
                         "stream": stream,
@@ -263,8 +266,8 @@ def batch_records(message: dict) -> Iterator[dict]:
                         "time_extracted": extracted,
                     }
         except OSError as exc:
-            fail(f"stream {stream!r}: BATCH file {path} cannot be read ({exc.strerror})")
-        path.unlink()
+            fail(f"stream {stream!r}: BATCH file {path} cannot be read ({exc.strerror or exc})")
+        path.unlink(missing_ok=True)
 
 
 def expand_batches(lines: Iterable[str]) -> Iterator[str | dict]:

@@ -399,12 +399,19 @@ def test_batch_files_load_as_their_records_do_and_are_then_deleted(tmp_path: Pat
         ({"manifest": ["file:///nowhere/part-0.jsonl"]}, "cannot be read"),
         ({"manifest": ["s3://bucket/part-0.jsonl"]}, "is not on this machine"),
         ({"encoding": {"format": "parquet"}}, "'parquet' are not supported"),
+        ({"encoding": {"format": "jsonl", "compression": "gzip"}}, "cannot be read"),
+        ({"broken": True}, "line 3: not JSON"),
     ],
 )
 def test_a_batch_that_cannot_be_read_fails_clearly_with_no_state(tmp_path: Path, change, expected):
     messages = singer_messages("things", THINGS_SCHEMA, THINGS)
     batches = as_batches(messages, tmp_path / "files", "none", per_file=100)
-    lines = [json.dumps(m | change if m["type"] == "BATCH" else m) for m in batches]
+    if change.get("broken"):
+        (path,) = (tmp_path / "files").iterdir()
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([*lines[:2], '{"id": "cut', *lines[3:]]) + "\n")
+    fields = {key: value for key, value in change.items() if key != "broken"}
+    lines = [json.dumps(m | fields if m["type"] == "BATCH" else m) for m in batches]
     config = {"path": str(tmp_path / "w.duckdb"), "default_target_schema": "src"}
     result = run(OURS, config, lines, tmp_path)
     assert result.returncode == 1
