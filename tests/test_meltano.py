@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 def test_meltano_run_loads_every_object_exactly_once(emulator, warehouse):
     wh = warehouse(emulator)
-    wh.run_job()
+    run = wh.run_job()
+    assert '"metric":"batch_count"' in run.stderr, "records did not go through batch files"
     for stream in STREAMS:
         ids = wh.ids(stream)
         assert len(ids) == len(set(ids)), f"{stream}: duplicates"
