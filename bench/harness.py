@@ -318,18 +318,16 @@ def meltano(*args: str, env: dict[str, str]) -> None:
 
 
 def dump_records(url: str, path: Path) -> None:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {KEY}"
-    chunks = []
-    for stream in STREAMS:
-        params: dict[str, str | int] = {"limit": 100}
-        while True:
-            body = session.get(f"{url}/v1/{stream}", params=params, timeout=60).json()
-            chunks.extend(body["data"])
-            if not body["has_more"]:
-                break
-            params["starting_after"] = body["data"][-1]["id"]
-    path.write_text(json.dumps(chunks))
+    """Every object the emulator lists, as one JSON array: what DuckDB's `read_json` loads."""
+    objects: list[dict] = []
+
+    def keep(session: requests.Session, url: str, params: dict) -> tuple[list, bool]:
+        data, has_more = decoded(session, url, params)
+        objects.extend(data)
+        return data, has_more
+
+    bare_walk(url, STREAMS, keep)
+    path.write_text(json.dumps(objects))
 
 
 def p4_memory(small: int, large: int, workdir: Path) -> Row:
