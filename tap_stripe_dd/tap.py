@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import queue
@@ -29,13 +31,19 @@ from tap_stripe_dd.client import (
     DEFAULT_API_URL,
     STRIPE_VERSION,
     StripeStream,
-    is_loopback,
     mask_secret,
     to_unix,
 )
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.ratelimit import RateLimiter
 from tap_stripe_dd.streams import STREAM_TYPES
+
+
+class InvalidConfig(UserError):
+    """Settings the run cannot start with: every problem, on one line (exit code 1, as the
+    SDK's), rather than the SDK's warning, one line per problem and a summary."""
+
+    exit_code = 1
 
 
 class StripeWriter(MsgSpecWriter):
@@ -60,9 +68,6 @@ class StripeWriter(MsgSpecWriter):
         sys.stdout.buffer.write(serialize_jsonl(message))
 
 
-KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
-
-
 def _filter_type(stream: type[StripeStream]) -> th.ObjectType:
     """One object per stream, closed: a misspelt filter is an error, never silently ignored."""
     values = th.CustomType(
@@ -75,6 +80,9 @@ def _filter_type(stream: type[StripeStream]) -> th.ObjectType:
     )
     return th.ObjectType(*sent, *local, additional_properties=False)
 
+
+#: Shorter slices gain nothing (dense slices are split as they are read) and cost a request each.
+MIN_SLICE_DAYS = 0.1
 
 # Young objects the cyclic collector lets pile up before it runs (Python's default: 700).
 GC_THRESHOLD = 20_000
@@ -165,10 +173,11 @@ class TapStripe(Tap):
         ),
         th.Property(
             "slice_days",
-            th.NumberType(exclusive_minimum=0),
+            th.NumberType(minimum=MIN_SLICE_DAYS),
             default=30,
             description="Length of a `created` slice (sparse ones are merged once the run knows "
-            "the density); the bookmark moves after each slice.",
+            "the density, dense ones split); the bookmark moves after each slice. At least "
+            f"{MIN_SLICE_DAYS} (2.4 hours).",
         ),
         th.Property(
             "max_concurrency",
@@ -284,25 +293,30 @@ class TapStripe(Tap):
                     raise RuntimeError(msg) from None
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """JSON-schema checks first, then what a schema cannot say; no message echoes the key."""
+        """JSON-schema checks first, then what a schema cannot say; no message echoes the key.
+
+        The SDK calls this once, with the config merged from files and the environment, before
+        anything reads it: so it is where the config is normalised too (`normalised_config`)."""
+        self._config = normalised_config(self._config, self.config_jsonschema)
         key = self.config.get("api_key")
-        errors = [
-            mask_secret(error, key)
-            for error in super()._validate_config(raise_errors=False) + self._semantic_errors()
-        ]
+        secret = str(key) if key is not None else None
+        try:  # raising, the SDK logs nothing: the errors are shown once, by `main`
+            schema_errors = super()._validate_config(raise_errors=True)
+        except ConfigValidationError as exc:
+            schema_errors = list(exc.errors)
+        errors = [mask_secret(e, secret) for e in schema_errors + self._semantic_errors()]
         if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors)
+            raise InvalidConfig("; ".join(errors))
+        for warning in [] if errors else self._semantic_warnings():
+            self.logger.warning(warning)
         return errors
 
     def _semantic_errors(self) -> list[str]:
         config = self.config
         errors = []
         key = config.get("api_key")
-        if isinstance(key, str) and not KEY_SHAPE.match(key):
-            errors.append(
-                "api_key does not look like a Stripe secret or restricted key: it must start "
-                "with sk_live_, sk_test_, rk_live_ or rk_test_"
-            )
+        if isinstance(key, str) and (problem := key_problem(key)):
+            errors.append(problem)
         dates = {}
         for name in ("start_date", "end_date"):
             if value := config.get(name):
@@ -312,19 +326,127 @@ class TapStripe(Tap):
                     errors.append(
                         f"{name} {value!r} is not a date-time such as 2024-01-01T00:00:00Z"
                     )
+                    continue
+                if dates[name] < 0:
+                    errors.append(
+                        f"{name} {value!r} is before 1970-01-01: Stripe has nothing that old "
+                        "(leave start_date out to sync all history)"
+                    )
         if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
             errors.append("end_date must be after start_date")
-        url = str(config.get("api_url", DEFAULT_API_URL))
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            errors.append(f"api_url {url!r} is not an http(s) URL")
-        elif parsed.scheme == "http" and not is_loopback(url):
-            errors.append("api_url must use https:// unless the host is loopback (127.0.0.1)")
+        errors += api_url_errors(str(config.get("api_url", DEFAULT_API_URL)))
         if (account := config.get("account_id")) and not str(account).startswith("acct_"):
             errors.append("account_id must look like acct_…")
         if isinstance(batch := config.get("batch_config"), dict):
             errors += batch_config_errors(batch)
         return errors
+
+    def _semantic_warnings(self) -> list[str]:
+        """Settings that are valid but make the run do nothing."""
+        start = self.config.get("start_date")
+        if start and to_unix(str(start)) > time.time():
+            return [f"start_date {start} is in the future: this run syncs nothing"]
+        return []
+
+
+KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+KEY_MIN_LENGTH = 8  # characters after the prefix (Stripe's own keys have 24 or more)
+
+
+def key_problem(key: str) -> str | None:
+    """What is wrong with the key's shape, named (never quoting the key itself)."""
+    prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), None)
+    if prefix is None:
+        kind = " (pk_… is a publishable key)" if key.startswith("pk_") else ""
+        return (
+            "api_key does not look like a Stripe secret or restricted key: it must start "
+            f"with sk_live_, sk_test_, rk_live_ or rk_test_{kind}"
+        )
+    rest = key[len(prefix) :]
+    if bad := sorted(set(re.sub(r"[A-Za-z0-9]", "", rest))):
+        shown = ", ".join(repr(c) for c in bad)
+        return f"api_key has characters a Stripe key never has after {prefix}: {shown}"
+    if len(rest) < KEY_MIN_LENGTH:
+        return (
+            f"api_key is too short: {len(rest)} characters after {prefix}, "
+            f"a Stripe key has at least {KEY_MIN_LENGTH}"
+        )
+    return None
+
+
+#: Settings whose surrounding whitespace is a typo (a `.env` line's trailing space or newline):
+#: a key with a newline must never reach a header.
+STRIPPED_SETTINGS = ("api_key", "api_url", "account_id", "stripe_version", "start_date", "end_date")
+
+
+NUMBER_TYPES: dict[str, t.Callable[[str], float]] = {"number": float, "integer": int}
+
+
+def normalised_config(config: t.Mapping[str, t.Any], schema: dict) -> dict[str, t.Any]:
+    """The config as the streams read it: a null setting (YAML's `filters:` left empty) is
+    unset, numbers given as text (Meltano passes settings of kind `string` so; its `decimal`
+    kind cannot be written to a config file) are numbers, string settings are stripped, and
+    currency codes lower-case, as Stripe writes them."""
+    result = {name: value for name, value in config.items() if value is not None}
+    for name, spec in schema["properties"].items():
+        if not isinstance(value := result.get(name), str):
+            continue
+        for kind in (k for k in spec.get("type", ()) if k in NUMBER_TYPES):
+            with contextlib.suppress(ValueError):
+                result[name] = NUMBER_TYPES[kind](value)
+                break
+    for name in STRIPPED_SETTINGS:
+        if isinstance(result.get(name), str):
+            result[name] = result[name].strip()
+    if isinstance(filters := result.get("filters"), dict):
+        result["filters"] = {
+            stream: stream_filters(chosen) if isinstance(chosen, dict) else chosen
+            for stream, chosen in filters.items()
+            if chosen is not None
+        }
+    return result
+
+
+def stream_filters(chosen: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A stream's filters without nulls, currency codes lower-case (the tap compares them with
+    the records' own, and Stripe's are lower-case)."""
+    return {
+        name: value.lower() if name == "currency" and isinstance(value, str) else value
+        for name, value in chosen.items()
+        if value is not None
+    }
+
+
+def masked_url(url: str) -> str:
+    """The URL with any user name and password inside it replaced by ****."""
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    return parsed._replace(netloc="****@" + parsed.netloc.rpartition("@")[2]).geturl()
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, or a loopback IP address: a name that merely starts with 127. is neither."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_url_errors(url: str) -> list[str]:
+    parsed = urlparse(url)
+    try:
+        host = parsed.hostname
+        parsed.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        host = None
+    if parsed.scheme not in ("http", "https") or not host:
+        return [f"api_url {masked_url(url)!r} is not an http(s) URL"]
+    if parsed.scheme == "http" and not is_loopback_host(host):
+        return ["api_url must use https:// unless the host is loopback (127.0.0.1, ::1, localhost)"]
+    return []
 
 
 def main() -> None:
@@ -366,7 +488,9 @@ def network_error_message(exc: requests.RequestException) -> str:
         what = "connection refused"
     else:
         what = "connection failed"
-    return f"could not reach {url.scheme}://{url.netloc} ({what}, retries exhausted)"
+    return (
+        f"could not reach {masked_url(f'{url.scheme}://{url.netloc}')} ({what}, retries exhausted)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import START_DATE, TEST_KEY
+from conftest import START_DATE, STREAMS, TEST_KEY, tap_config
 
 VALID = {"api_key": TEST_KEY, "api_url": "http://127.0.0.1:9", "start_date": START_DATE}
 
@@ -33,6 +33,13 @@ CASES = [
         {"batch_config": {"encoding": {"format": "jsonl"}, "storage": {"root": "s3://b/x"}}},
         "must be a local folder",
     ),
+    ("tiny slice_days", {"slice_days": 0.0001}, "minimum of 0.1 in config['slice_days']"),
+    ("key too short", {"api_key": "sk_test_abc"}, "api_key is too short"),
+    ("key with a quote", {"api_key": 'sk_test_abcdefghijk"'}, "characters a Stripe key never"),
+    ("start_date before 1970", {"start_date": "0999-01-01T00:00:00Z"}, "before 1970"),
+    ("host name that starts with 127.", {"api_url": "http://127.0.0.1.nip.io"}, "https://"),
+    ("port that is not a number", {"api_url": "http://127.0.0.1:port"}, "not an http(s) URL"),
+    ("page_size not a number", {"page_size": "lots"}, "config['page_size']"),
 ]
 
 
@@ -43,7 +50,10 @@ def test_config_mistake_is_refused_clearly(run_tap, overrides, expected):
     config = {k: v for k, v in (VALID | overrides).items() if v is not None}
     run = run_tap(config)
     assert run.returncode != 0
-    assert expected in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("tap-stripe-dd: error:")
+    assert expected in last
+    assert run.stderr.count(expected) == 1, "the error is shown more than once"
     assert "Traceback" not in run.stderr
     assert run.stdout.strip() == "", "records or state written despite a bad config"
     assert TEST_KEY[8:] not in run.stderr
@@ -56,3 +66,41 @@ def test_unreachable_host_fails_with_one_line(run_tap):
     assert last.startswith("tap-stripe-dd: error:") and "127.0.0.1:9" in last
     assert "Traceback" not in run.stderr
     assert not run.records
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://stripe:hunter22@example.com", "http://stripe:hunter22@127.0.0.1:9"]
+)
+def test_credentials_in_api_url_are_never_shown(run_tap, url):
+    run = run_tap(VALID | {"api_url": url, "max_retries": 0, "request_timeout": 2})
+    assert run.returncode == 1
+    assert "hunter22" not in run.stderr
+    assert "****@" in run.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in run.stderr
+
+
+def test_untidy_settings_mean_what_they_say(emulators, run_tap):
+    """A key with a `.env` line's newline, `filters:` left empty in YAML, numbers as text (as
+    Meltano passes settings of kind string): the run syncs everything, with the bare key."""
+    emulator = emulators(objects=60, api_key=TEST_KEY)
+    config = tap_config(emulator, api_key=f" {TEST_KEY}\n", page_size="25", slice_days="90.5")
+    run = run_tap(config | {"filters": None, "request_timeout": "30"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    for stream in STREAMS:
+        assert sorted(run.ids(stream)) == sorted(emulator.ids(stream)), stream
+
+
+def test_currency_filter_ignores_case(emulator, run_tap):
+    run = run_tap(tap_config(emulator, filters={"customers": {"currency": "USD"}, "charges": None}))
+    assert run.returncode == 0, run.stderr[-2000:]
+    wanted = [c["id"] for c in emulator.objects("customers") if c.get("currency") == "usd"]
+    assert wanted
+    assert sorted(run.ids("customers")) == sorted(wanted)
+    assert sorted(run.ids("charges")) == sorted(emulator.ids("charges"))
+
+
+def test_start_date_in_the_future_warns(emulator, run_tap):
+    run = run_tap(tap_config(emulator, start_date="2999-01-01T00:00:00Z"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not run.records
+    assert "start_date 2999-01-01T00:00:00Z is in the future: this run syncs nothing" in run.stderr
