@@ -35,6 +35,7 @@ from tap_stripe_dd.client import (
     to_unix,
 )
 from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.progress import DEFAULT_INTERVAL, Progress
 from tap_stripe_dd.ratelimit import RateLimiter
 from tap_stripe_dd.streams import STREAM_TYPES
 
@@ -115,7 +116,8 @@ class TapStripe(Tap):
         th.Property(
             "start_date",
             th.DateTimeType,
-            description="Sync objects created at or after this time (RFC 3339); default: all.",
+            description="Sync objects created at or after this time (RFC 3339, e.g. "
+            "2024-01-01T00:00:00Z; not before 1970); default: all.",
         ),
         th.Property(
             "end_date",
@@ -212,6 +214,20 @@ class TapStripe(Tap):
             '{"charges": {"customer": "cus_…"}, "payouts": {"arrival_date": {"gte": 1700000000}}}. '
             "customers.currency is applied by the tap to each record (Stripe cannot filter by it).",
         ),
+        th.Property(
+            "progress_seconds",
+            th.NumberType(minimum=0),
+            default=DEFAULT_INTERVAL,
+            description="Seconds between a running stream's progress lines (objects, requests, "
+            "slices left, rate-limit waits); 0 shows only the summary at the end.",
+        ),
+        th.Property(
+            "log_metrics",
+            th.BooleanType,
+            default=False,
+            description="Also log the SDK's machine-readable `METRIC: {...}` lines (record "
+            "counts, request durations), e.g. for a log pipeline.",
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -224,6 +240,11 @@ class TapStripe(Tap):
         self.aborted = threading.Event()
         self._sdk_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        self.progress = Progress(
+            self.logger,
+            interval=float(self.config.get("progress_seconds", DEFAULT_INTERVAL)),
+            log_metrics=bool(self.config.get("log_metrics", False)),
+        )
         live = "_live_" in str(self.config.get("api_key", ""))
         self.default_concurrency = 8 if live else 4
         self.rate_limiter = RateLimiter(
@@ -251,7 +272,10 @@ class TapStripe(Tap):
         self._set_compatible_replication_methods()
         if self.state:
             self._state_writer.write_state(self.state)
-        with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
+        with (
+            self.progress.running(stream.name for stream in streams),
+            ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool,
+        ):
             futures = [pool.submit(self._sync_stream, stream) for stream in streams]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [future for future in done if future.exception()]
@@ -267,6 +291,7 @@ class TapStripe(Tap):
             try:
                 stream.sync()
                 stream.finalize_state_progress_markers()
+                self.progress.finished(stream.name)
             finally:
                 self.thread_local.holds_sdk_lock = False
 

@@ -104,3 +104,12 @@ def test_start_date_in_the_future_warns(emulator, run_tap):
     assert run.returncode == 0, run.stderr[-2000:]
     assert not run.records
     assert "start_date 2999-01-01T00:00:00Z is in the future: this run syncs nothing" in run.stderr
+
+
+def test_every_mistake_is_named_on_one_line(run_tap):
+    run = run_tap(VALID | {"page_size": 0, "account_id": "cus_1", "slice_days": 0.01})
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    for named in ("config['page_size']", "account_id must", "config['slice_days']"):
+        assert named in last
+    assert last.count("; ") == 2

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_meltano_run_loads_every_object_exactly_once(emulator, warehouse):
-    wh = warehouse(emulator)
+    wh = warehouse(emulator, TAP_STRIPE_DD_LOG_METRICS="true")
     run = wh.run_job()
     assert '"metric":"batch_count"' in run.stderr, "records did not go through batch files"
     for stream in STREAMS:

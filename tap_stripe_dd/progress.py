@@ -1,0 +1,221 @@
+"""What a run shows while it runs: a readable line per stream every few seconds (objects,
+requests, slices left, rate-limit waits), a summary at the end, and nothing repeated.
+
+The SDK reports its measurements as `METRIC: {json}` records of the `singer_sdk.metrics`
+logger: most of a run's output. Here they feed the counters instead, and reach the console
+only with the `log_metrics` setting. The fetch loop adds what the SDK does not measure
+(`slices_left`, `rate_limit_wait`, `fetched`), and `backoff_handler` replaces the SDK's, which
+logs every handled retry at ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from singer_sdk.metrics import METRICS_LOGGER_NAME, Metric, Point
+
+DEFAULT_INTERVAL = 5.0
+#: The SDK's paginator says this after every empty page: each empty slice ends with one.
+EMPTY_PAGE_MESSAGE = "Pagination stopped after %d pages"
+#: The SDK's own backoff handler: a second line, at ERROR, for a retry backoff already logs.
+SDK_BACKOFF_MESSAGE = "Backing off %0.2f seconds after %d tries"
+
+
+@dataclass
+class StreamProgress:
+    """One stream's counters; fetcher threads add to them under the lock."""
+
+    name: str
+    started: float = field(default_factory=time.monotonic)
+    #: Records written (the SDK's record counts) and objects fetched (the fetch loop's pages).
+    written: int = 0
+    fetched: int = 0
+    requests: int = 0
+    rate_limit_waits: int = 0
+    retries: int = 0
+    slices_left: int | None = None
+    finished: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def objects(self) -> int:
+        """Records written lag behind (the SDK counts them each minute): fetched is live."""
+        return max(self.written, self.fetched)
+
+    def line(self) -> str:
+        parts = [f"{self.objects:,} objects", plural(self.requests, "request")]
+        if self.slices_left is not None and self.finished is None:
+            parts.append(f"{self.slices_left:,} slices left")
+        if self.rate_limit_waits:
+            parts.append(plural(self.rate_limit_waits, "rate-limit wait"))
+        if self.retries:
+            parts.append(plural(self.retries, "retry", "retries"))
+        seconds = (self.finished or time.monotonic()) - self.started
+        return f"{self.name}: {', '.join(parts)} in {seconds:.1f} s"
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+class Progress:
+    """The run's counters per stream, a line per running stream every `interval` seconds
+    (0: none), and a summary when the run ends. One per tap; thread-safe."""
+
+    def __init__(
+        self, logger: logging.Logger, *, interval: float = DEFAULT_INTERVAL, log_metrics: bool
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.log_metrics = log_metrics
+        self.streams: dict[str, StreamProgress] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def stream(self, name: str) -> StreamProgress:
+        if (progress := self.streams.get(name)) is None:
+            with self._lock:
+                progress = self.streams.setdefault(name, StreamProgress(name))
+        return progress
+
+    # What the fetch loop tells: cheap enough for every page.
+
+    def fetched(self, stream: str, count: int) -> None:
+        """`count` more objects read from the API (a page)."""
+        progress = self.stream(stream)
+        with progress.lock:
+            progress.fetched += count
+
+    def slices_left(self, stream: str, count: int) -> None:
+        """Slices waiting or being read, whenever that changes."""
+        self.stream(stream).slices_left = count
+
+    def rate_limit_wait(self, stream: str) -> None:
+        """A request waited for the rate limit (a 429, or the tap's own limiter)."""
+        progress = self.stream(stream)
+        with progress.lock:
+            progress.rate_limit_waits += 1
+
+    def backoff_handler(self, stream: str, details: t.Mapping[str, t.Any]) -> None:
+        """For `RESTStream.backoff_handler`: counts the retry (a 429 as a rate-limit wait).
+        Backoff itself logs one INFO line per retry and the final failure at ERROR, so a
+        handled retry is no error."""
+        response = getattr(details.get("exception"), "response", None)
+        self.retried(stream, getattr(response, "status_code", None))
+
+    def retried(self, stream: str, status: int | None) -> None:
+        """A request is tried again, after `status` (None: no response)."""
+        if status == 429:
+            self.rate_limit_wait(stream)
+            return
+        progress = self.stream(stream)
+        with progress.lock:
+            progress.retries += 1
+
+    def finished(self, stream: str) -> None:
+        self.stream(stream).finished = time.monotonic()
+
+    # The SDK's measurements.
+
+    def measure(self, point: Point) -> None:
+        stream = point.tags.get("stream")
+        if not isinstance(stream, str) or point.metric_type != "counter":
+            return
+        progress = self.stream(stream)
+        with progress.lock:
+            if point.metric == Metric.RECORD_COUNT:
+                progress.written += point.value
+            elif point.metric == Metric.HTTP_REQUEST_COUNT:
+                progress.requests += point.value
+
+    # The run.
+
+    @contextmanager
+    def running(self, streams: Iterable[str]) -> Iterator[None]:
+        """Counts and reports while the block runs; logs the summary if it succeeds."""
+        started = time.monotonic()
+        for name in streams:
+            self.stream(name).started = started
+        console = ConsoleFilter(self)
+        handlers = logging.getLogger().handlers
+        metrics_logger = logging.getLogger(METRICS_LOGGER_NAME)
+        feed = MetricsFeed(self)
+        metrics_logger.addHandler(feed)
+        propagate, metrics_logger.propagate = metrics_logger.propagate, self.log_metrics
+        for handler in handlers:
+            handler.addFilter(console)
+        ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+        if self.interval > 0:
+            ticker.start()
+        try:
+            yield
+            self._stop.set()
+            self.summary(time.monotonic() - started)
+        finally:
+            self._stop.set()
+            metrics_logger.removeHandler(feed)
+            metrics_logger.propagate = propagate
+            for handler in handlers:
+                handler.removeFilter(console)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            for progress in list(self.streams.values()):
+                if progress.finished is None:
+                    self.logger.info("%s", progress.line())
+
+    def summary(self, seconds: float) -> None:
+        streams = list(self.streams.values())
+        for progress in streams:
+            self.logger.info("%s", progress.line())
+        objects = sum(p.objects for p in streams)
+        requests = sum(p.requests for p in streams)
+        self.logger.info(
+            "done: %s from %s, %s in %.1f s",
+            plural(objects, "object"),
+            plural(len(streams), "stream"),
+            plural(requests, "request"),
+            seconds,
+        )
+
+
+class MetricsFeed(logging.Handler):
+    """The SDK's METRIC records, counted (printing them is the console's business)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(point := record.args[0], Point):  # type: ignore[index]
+            self.progress.measure(point)
+
+
+class ConsoleFilter(logging.Filter):
+    """Keeps the SDK's routine chatter off the console: the paginator's line after each empty
+    page (shown at DEBUG), and the SDK's ERROR line for a handled retry, which backoff has
+    already logged at INFO (counted instead, until the stream hands retries to
+    `Progress.backoff_handler`)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if not isinstance(message, str):
+            return True
+        if message.startswith(EMPTY_PAGE_MESSAGE):
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        if message.startswith(SDK_BACKOFF_MESSAGE) and record.levelno == logging.ERROR:
+            args = record.args if isinstance(record.args, tuple) else ()
+            status = args[3] if len(args) == 5 else None  # (wait, tries, path, status, reason)
+            self.progress.retried(record.name.rpartition(".")[2], status)
+            return False
+        return True
