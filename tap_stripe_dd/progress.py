@@ -49,7 +49,10 @@ class StreamProgress:
         return max(self.written, self.fetched)
 
     def line(self) -> str:
-        parts = [f"{self.objects:,} objects", plural(self.requests, "request")]
+        # Until a first count arrives, say nothing rather than "0 objects".
+        known = self.objects or self.finished is not None
+        parts = [plural(self.objects, "object")] if known else []
+        parts.append(plural(self.requests, "request"))
         if self.slices_left is not None and self.finished is None:
             parts.append(f"{self.slices_left:,} slices left")
         if self.rate_limit_waits:
@@ -76,7 +79,6 @@ class Progress:
         self.log_metrics = log_metrics
         self.streams: dict[str, StreamProgress] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
 
     def stream(self, name: str) -> StreamProgress:
         if (progress := self.streams.get(name)) is None:
@@ -150,22 +152,22 @@ class Progress:
         propagate, metrics_logger.propagate = metrics_logger.propagate, self.log_metrics
         for handler in handlers:
             handler.addFilter(console)
-        ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+        stop = threading.Event()
         if self.interval > 0:
-            ticker.start()
+            threading.Thread(target=self._tick, args=(stop,), name="progress", daemon=True).start()
         try:
             yield
-            self._stop.set()
+            stop.set()
             self.summary(time.monotonic() - started)
         finally:
-            self._stop.set()
+            stop.set()
             metrics_logger.removeHandler(feed)
             metrics_logger.propagate = propagate
             for handler in handlers:
                 handler.removeFilter(console)
 
-    def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             for progress in list(self.streams.values()):
                 if progress.finished is None:
                     self.logger.info("%s", progress.line())
@@ -216,6 +218,7 @@ class ConsoleFilter(logging.Filter):
         if message.startswith(SDK_BACKOFF_MESSAGE) and record.levelno == logging.ERROR:
             args = record.args if isinstance(record.args, tuple) else ()
             status = args[3] if len(args) == 5 else None  # (wait, tries, path, status, reason)
+            status = status if isinstance(status, int) else None
             self.progress.retried(record.name.rpartition(".")[2], status)
             return False
         return True
