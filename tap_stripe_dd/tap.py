@@ -352,10 +352,10 @@ class TapStripe(Tap):
                         f"{name} {value!r} is not a date-time such as 2024-01-01T00:00:00Z"
                     )
                     continue
-                if dates[name] < 0:
+                if dates[name] < 0:  # and a bookmark before year 1000 would not parse again
+                    hint = " (leave it out to sync all history)" if name == "start_date" else ""
                     errors.append(
-                        f"{name} {value!r} is before 1970-01-01: Stripe has nothing that old "
-                        "(leave start_date out to sync all history)"
+                        f"{name} {value!r} is before 1970-01-01: Stripe has nothing that old{hint}"
                     )
         if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
             errors.append("end_date must be after start_date")
