@@ -4,7 +4,7 @@ requests, slices left, rate-limit waits), a summary at the end, and nothing repe
 The SDK reports its measurements as `METRIC: {json}` records of the `singer_sdk.metrics`
 logger: most of a run's output. Here they feed the counters instead, and reach the console
 only with the `log_metrics` setting. The fetch loop adds what the SDK does not measure
-(`slices_left`, `rate_limit_wait`, `fetched`), and `backoff_handler` replaces the SDK's, which
+live: `requested`, `fetched`, `slices_left`; and `backoff_handler` replaces the SDK's, which
 logs every handled retry at ERROR.
 """
 
@@ -29,14 +29,18 @@ SDK_BACKOFF_MESSAGE = "Backing off %0.2f seconds after %d tries"
 
 @dataclass
 class StreamProgress:
-    """One stream's counters; fetcher threads add to them under the lock."""
+    """One stream's counters; fetcher threads add to them under the lock.
+
+    Objects and requests come twice: from the SDK's measurements (`written`, `measured`),
+    exact but late (a record count each minute, a request count when a slice ends), and from
+    the fetch loop, if it tells (`fetched`, `sent`), live. A line shows the larger."""
 
     name: str
     started: float = field(default_factory=time.monotonic)
-    #: Records written (the SDK's record counts) and objects fetched (the fetch loop's pages).
     written: int = 0
     fetched: int = 0
-    requests: int = 0
+    measured: int = 0
+    sent: int = 0
     rate_limit_waits: int = 0
     retries: int = 0
     slices_left: int | None = None
@@ -45,8 +49,12 @@ class StreamProgress:
 
     @property
     def objects(self) -> int:
-        """Records written lag behind (the SDK counts them each minute): fetched is live."""
-        return max(self.written, self.fetched)
+        """Once the stream is done, the records it wrote (local filters drop some fetched)."""
+        return self.written if self.finished is not None else max(self.written, self.fetched)
+
+    @property
+    def requests(self) -> int:
+        return max(self.measured, self.sent)
 
     def line(self) -> str:
         # Until a first count arrives, say nothing rather than "0 objects".
@@ -54,7 +62,7 @@ class StreamProgress:
         parts = [plural(self.objects, "object")] if known else []
         parts.append(plural(self.requests, "request"))
         if self.slices_left is not None and self.finished is None:
-            parts.append(f"{self.slices_left:,} slices left")
+            parts.append(plural(self.slices_left, "slice") + " left")
         if self.rate_limit_waits:
             parts.append(plural(self.rate_limit_waits, "rate-limit wait"))
         if self.retries:
@@ -86,7 +94,13 @@ class Progress:
                 progress = self.streams.setdefault(name, StreamProgress(name))
         return progress
 
-    # What the fetch loop tells: cheap enough for every page.
+    # What the fetch loop tells: cheap enough for every request and page.
+
+    def requested(self, stream: str) -> None:
+        """A request is sent (each attempt)."""
+        progress = self.stream(stream)
+        with progress.lock:
+            progress.sent += 1
 
     def fetched(self, stream: str, count: int) -> None:
         """`count` more objects read from the API (a page)."""
@@ -98,12 +112,6 @@ class Progress:
         """Slices waiting or being read, whenever that changes."""
         self.stream(stream).slices_left = count
 
-    def rate_limit_wait(self, stream: str) -> None:
-        """A request waited for the rate limit (a 429, or the tap's own limiter)."""
-        progress = self.stream(stream)
-        with progress.lock:
-            progress.rate_limit_waits += 1
-
     def backoff_handler(self, stream: str, details: t.Mapping[str, t.Any]) -> None:
         """For `RESTStream.backoff_handler`: counts the retry (a 429 as a rate-limit wait).
         Backoff itself logs one INFO line per retry and the final failure at ERROR, so a
@@ -112,13 +120,14 @@ class Progress:
         self.retried(stream, getattr(response, "status_code", None))
 
     def retried(self, stream: str, status: int | None) -> None:
-        """A request is tried again, after `status` (None: no response)."""
-        if status == 429:
-            self.rate_limit_wait(stream)
-            return
+        """A request is tried again, after `status` (None: no response); after a 429, Stripe's
+        rate limit is what it waits for."""
         progress = self.stream(stream)
         with progress.lock:
-            progress.retries += 1
+            if status == 429:
+                progress.rate_limit_waits += 1
+            else:
+                progress.retries += 1
 
     def finished(self, stream: str) -> None:
         self.stream(stream).finished = time.monotonic()
@@ -134,7 +143,7 @@ class Progress:
             if point.metric == Metric.RECORD_COUNT:
                 progress.written += point.value
             elif point.metric == Metric.HTTP_REQUEST_COUNT:
-                progress.requests += point.value
+                progress.measured += point.value
 
     # The run.
 

@@ -61,3 +61,17 @@ def test_backoff_handler_counts_by_status(status, counter):
         counter == "rate_limit_waits",
         counter == "retries",
     )
+
+
+def test_what_the_fetch_loop_tells_shows_at_once():
+    """The SDK counts records each minute; a fetch loop that tells is shown live."""
+    progress = Progress(logging.getLogger("test"), log_metrics=False)
+    for _ in range(3):
+        progress.requested("charges")
+        progress.fetched("charges", 100)
+    progress.slices_left("charges", 1)
+    assert (
+        progress.stream("charges")
+        .line()
+        .startswith("charges: 300 objects, 3 requests, 1 slice left in ")
+    )
