@@ -360,8 +360,10 @@ class TapStripe(Tap):
         if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
             errors.append("end_date must be after start_date")
         errors += api_url_errors(str(config.get("api_url", DEFAULT_API_URL)))
-        if (account := config.get("account_id")) and not str(account).startswith("acct_"):
-            errors.append("account_id must look like acct_…")
+        if (account := config.get("account_id")) and not ACCOUNT_SHAPE.match(str(account)):
+            errors.append("account_id must look like acct_… (letters and digits)")
+        if (version := config.get("stripe_version")) and not VERSION_SHAPE.match(str(version)):
+            errors.append("stripe_version must look like 2024-06-20 (or 2024-09-30.acacia)")
         if isinstance(batch := config.get("batch_config"), dict):
             errors += batch_config_errors(batch)
         return errors
@@ -374,6 +376,9 @@ class TapStripe(Tap):
         return []
 
 
+# Both are sent as headers: a stray character would fail each request, not the validation.
+ACCOUNT_SHAPE = re.compile(r"acct_[A-Za-z0-9]+\Z")
+VERSION_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[a-z_]+)?\Z")
 KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
 KEY_MIN_LENGTH = 8  # characters after the prefix (Stripe's own keys have 24 or more)
 
@@ -513,9 +518,10 @@ def network_error_message(exc: requests.RequestException) -> str:
         what = "connection refused"
     else:
         what = "connection failed"
-    return (
-        f"could not reach {masked_url(f'{url.scheme}://{url.netloc}')} ({what}, retries exhausted)"
-    )
+    if not url.netloc:  # refused before it was sent; its text may quote a header (the key)
+        return f"could not send a request ({type(exc).__name__})"
+    where = masked_url(f"{url.scheme}://{url.netloc}")
+    return f"could not reach {where} ({what}, retries exhausted)"
 
 
 if __name__ == "__main__":

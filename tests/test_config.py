@@ -40,6 +40,8 @@ CASES = [
     ("host name that starts with 127.", {"api_url": "http://127.0.0.1.nip.io"}, "https://"),
     ("port that is not a number", {"api_url": "http://127.0.0.1:port"}, "not an http(s) URL"),
     ("page_size not a number", {"page_size": "lots"}, "config['page_size']"),
+    ("account id with a space inside", {"account_id": "acct_12 34"}, "account_id must"),
+    ("stripe_version not a date", {"stripe_version": "2024-06-20\nX: y"}, "stripe_version"),
 ]
 
 
@@ -113,3 +115,10 @@ def test_every_mistake_is_named_on_one_line(run_tap):
     for named in ("config['page_size']", "account_id must", "config['slice_days']"):
         assert named in last
     assert last.count("; ") == 2
+
+
+@pytest.mark.parametrize("host", ["localhost", "[::1]", "127.0.0.2"])
+def test_loopback_hosts_may_use_plain_http(run_tap, host):
+    run = run_tap(VALID | {"api_url": f"http://{host}:9", "max_retries": 0, "request_timeout": 2})
+    assert run.returncode == 1
+    assert f"could not reach http://{host}:9" in run.stderr.strip().splitlines()[-1]
