@@ -38,10 +38,10 @@ READ_ONLY = (
     "SUMMARIZE, EXPLAIN)"
 )
 # DuckDB's statement types that only read; EXPLAIN's statement is checked on its own, and only
-# PIVOT is a MULTI statement (it reads the pivoted values first).
+# PIVOT makes a MULTI statement (it reads the pivoted values first), also inside a SELECT.
 READ_KINDS = {"SELECT"}
 EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
-PIVOT = re.compile(r"\s*PIVOT\b", re.IGNORECASE)
+PIVOT = re.compile(r"\bPIVOT\b", re.IGNORECASE)
 FETCH_BATCH = 1000
 DEFAULT_TIMEOUT = 300.0
 EXIT_TIMEOUT = 124  # as timeout(1)
@@ -200,7 +200,7 @@ class Warehouse:
             return f"one statement at a time, got {len(kinds)}"
         if kinds == ["EXPLAIN"] and (explained := EXPLAIN.match(sql)):
             return self.refusal(sql[explained.end() :])
-        if not kinds or kinds[0] in READ_KINDS or (kinds == ["MULTI"] and PIVOT.match(sql)):
+        if not kinds or kinds[0] in READ_KINDS or (kinds == ["MULTI"] and PIVOT.search(sql)):
             return None
         return f"refused: {kinds[0]} is not a query; {READ_ONLY}"
 
