@@ -57,6 +57,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
+import duckdb
 import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
@@ -321,7 +322,15 @@ def duckdb_connect(config: dict) -> Any:
     if published is None:
         return UPSTREAM_CONNECT(config)
     published.parent.mkdir(parents=True, exist_ok=True)
-    return UPSTREAM_CONNECT(config | {"path": str(working_file(published))})
+    working = working_file(published)
+    try:
+        return UPSTREAM_CONNECT(config | {"path": str(working)})
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc):
+            raise
+        fail(
+            f"{working} is open in another process: only the loader opens it (readers: {published})"
+        )
 
 
 # The warehouse's two files (the query tool and an analyst's DuckDB session never block a sync,

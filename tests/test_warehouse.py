@@ -150,6 +150,18 @@ def test_a_warehouse_from_before_gets_its_working_file(tmp_path):
     assert count(query(db)) == 6
 
 
+def test_the_loader_s_own_file_held_elsewhere_is_one_line(tmp_path):
+    db = tmp_path / "stripe.duckdb"
+    with duckdb.connect(f"{db}.loader"):  # someone opened the loader's file, not the published
+        proc = start_loader(tmp_path, db)
+        _, err = proc.communicate(lines(0, 5), timeout=120)
+    assert proc.returncode == 1
+    assert err == (
+        f"target-duckdb: error: {db}.loader is open in another process: only the loader opens it "
+        f"(readers: {db})\n"
+    )
+
+
 def test_a_reader_during_meltano_run(emulator, warehouse):
     """A reader holding the warehouse open, querying all along, during the scheduled job."""
     wh = warehouse(emulator)
