@@ -394,8 +394,13 @@ class Publisher:
         working = working_path(self.published)
         if not self.is_current(working):
             partial = self.published.with_name(self.published.name + PUBLISHING_SUFFIX)
-            shutil.copyfile(working, partial)
-            partial.replace(self.published)
+            try:
+                shutil.copyfile(working, partial)
+                partial.replace(self.published)
+            except OSError as exc:  # the rows are loaded: only the readers' copy is behind
+                partial.unlink(missing_ok=True)
+                reason = exc.strerror or exc
+                fail(f"cannot publish {self.published} ({reason}); it keeps its previous rows")
         spent = time.monotonic() - began
         self.due = time.monotonic() + max(PUBLISH_EVERY, PUBLISH_SHARE * spent)
 

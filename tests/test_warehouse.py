@@ -162,6 +162,22 @@ def test_the_loader_s_own_file_held_elsewhere_is_one_line(tmp_path):
     )
 
 
+def test_a_publish_that_fails_is_one_line_and_loses_no_row(tmp_path):
+    db = tmp_path / "stripe.duckdb"
+    (db / "notes.txt").mkdir(parents=True)  # no file can take the published copy's place
+    proc = start_loader(tmp_path, db)
+    out, err = proc.communicate(lines(0, 20), timeout=120)
+    assert proc.returncode == 1
+    assert err.splitlines()[-1] == (
+        f"target-duckdb: error: cannot publish {db} (Is a directory); it keeps its previous rows"
+    )
+    assert "Traceback" not in err
+    assert not (tmp_path / "stripe.duckdb.publishing").exists()
+    with duckdb.connect(f"{db}.loader", read_only=True) as working:
+        assert working.execute("SELECT count(*) FROM src.charges").fetchone() == (20,)
+    assert out  # the STATEs of the rows loaded were emitted: those rows are in the working file
+
+
 def test_a_reader_during_meltano_run(emulator, warehouse):
     """A reader holding the warehouse open, querying all along, during the scheduled job."""
     wh = warehouse(emulator)
