@@ -390,9 +390,11 @@ class Publisher:
         if self.published is None:
             return
         began = time.monotonic()
-        self.connection.execute("CHECKPOINT")  # every committed row in the file, none in a WAL
         working = working_path(self.published)
-        if not self.is_current(working):
+        wal = Path(f"{working}.wal")
+        committed = wal.is_file() and wal.stat().st_size > 0  # every commit writes the WAL
+        self.connection.execute("CHECKPOINT")  # every committed row in the file, none in a WAL
+        if committed or not self.is_current(working):
             partial = self.published.with_name(self.published.name + PUBLISHING_SUFFIX)
             try:
                 shutil.copyfile(working, partial)
@@ -405,8 +407,9 @@ class Publisher:
         self.due = time.monotonic() + max(PUBLISH_EVERY, PUBLISH_SHARE * spent)
 
     def is_current(self, working: Path) -> bool:
-        """A copy is written after the CHECKPOINT, so it is newer than the working file unless
-        rows were committed since (a CHECKPOINT with nothing to write leaves the file as it is)."""
+        """With no commit in the WAL: whether the copy, written after a CHECKPOINT, is newer than
+        the working file (a CHECKPOINT with nothing to write leaves the file as it is; DuckDB's
+        own checkpoints, of a big commit or of a WAL a killed run left, come later)."""
         try:
             copy, source = self.published.stat(), working.stat()  # type: ignore[union-attr]
         except FileNotFoundError:

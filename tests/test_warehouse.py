@@ -138,6 +138,23 @@ def test_a_long_sync_publishes_at_bounded_intervals(tmp_path, monkeypatch):
     working.close()
 
 
+def test_rows_a_killed_run_loaded_are_published_by_the_next_run(tmp_path):
+    db = tmp_path / "stripe.duckdb"
+    first = start_loader(tmp_path, db)
+    assert first.communicate(lines(0, 20), timeout=120)[0]
+    killed = start_loader(tmp_path, db)
+    killed.stdin.write(lines(20, 20))  # type: ignore[union-attr]
+    killed.stdin.flush()  # type: ignore[union-attr]
+    assert killed.stdout.readline()  # type: ignore[union-attr]  # the STATE Meltano saves
+    killed.kill()
+    killed.wait()
+    assert count(query(db)) == 20  # not published: the run never ended
+    nothing_new = start_loader(tmp_path, db)
+    _, err = nothing_new.communicate(json.dumps(SCHEMA) + "\n", timeout=120)
+    assert nothing_new.returncode == 0, err[-3000:]
+    assert count(query(db)) == 40
+
+
 def test_a_warehouse_from_before_gets_its_working_file(tmp_path):
     """A warehouse the loader wrote itself (before it had a working file) keeps its rows."""
     db = tmp_path / "stripe.duckdb"
