@@ -1,8 +1,8 @@
 """`stripe-dd demo`: the main job end to end, with no Stripe account and no network.
 
 The emulator serves a deterministic Stripe account on a free loopback port, Meltano runs
-`stripe-to-duckdb` in the `dev` environment against it, and the query tool answers the six
-sample queries and prints the warehouse's tree.
+`stripe-to-duckdb` in the `dev` environment against it (whose warehouse, output/dev/, is not
+production's), and the query tool answers the six sample queries and prints the warehouse's tree.
 """
 
 from __future__ import annotations
@@ -16,16 +16,31 @@ from pathlib import Path
 from tap_stripe_dd import cli
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.query import warehouse
 
 BIN = Path(sys.executable).parent
+ENVIRONMENT = warehouse.EMULATOR_ENVIRONMENT  # its own warehouse: fake data never meets Stripe's
+MAX_OBJECTS = 1_000_000  # the emulator holds them in memory
 
 
 def project_root(start: Path) -> Path:
-    for folder in (start, *start.parents):
-        if (folder / "meltano.yml").is_file():
-            return folder
-    msg = "no meltano.yml here or above: run it in the tap-stripe-dd project folder"
-    raise UserError(msg)
+    root = warehouse.project_root(start)
+    if root is None:
+        msg = "no meltano.yml here or above: run it in the tap-stripe-dd project folder"
+        raise UserError(msg)
+    return root
+
+
+def whole_number(name: str, text: str, low: int | None = None, high: int | None = None) -> int:
+    """An option's value, or one line that says what it takes (argparse would print its usage)."""
+    try:
+        number = int(text.replace("_", ""))
+    except ValueError:
+        number = None
+    if number is None or (low is not None and number < low) or (high is not None and number > high):
+        bounds = f" from {low:,} to {high:,}" if low is not None and high is not None else ""
+        raise UserError(f"{name} takes a whole number{bounds}, not {text!r}")
+    return number
 
 
 def meltano(root: Path, *args: str, env: dict[str, str] | None = None) -> None:
@@ -37,19 +52,26 @@ def meltano(root: Path, *args: str, env: dict[str, str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    seed = whole_number("--seed", args.seed)
+    objects = whole_number("--objects", args.objects, 1, MAX_OBJECTS)
     root = project_root(Path.cwd())
+    location = warehouse.environment_warehouse(root, ENVIRONMENT)
     if not (root / ".meltano" / "extractors" / "tap-stripe-dd" / "venv").is_dir():
         meltano(root, "install")
-    with StripeEmulator(seed=args.seed, objects=args.objects) as emulator:
-        print(f"Stripe emulator: {emulator.url} ({args.objects:,} objects per endpoint)")
+    with StripeEmulator(seed=seed, objects=objects) as emulator:
+        print(f"Stripe emulator: {emulator.url} ({objects:,} objects per endpoint)")
         env = os.environ | {"TAP_STRIPE_DD_API_URL": emulator.url}
-        meltano(root, "--environment", "dev", "run", "stripe-to-duckdb", env=env)
-    database = str(root / "output" / "stripe.duckdb")
-    return cli.main(["samples", "--db", database]) or cli.main(["tables", "--db", database])
+        meltano(root, "--environment", ENVIRONMENT, "run", "stripe-to-duckdb", env=env)
+    database = str(location.path)
+    code = cli.main(["samples", "--db", database]) or cli.main(["tables", "--db", database])
+    print(f"\nWarehouse: {location}; query it with `stripe-dd query --environment {ENVIRONMENT} …`")
+    return code
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="emulator → meltano run → DuckDB → sample queries")
-    parser.add_argument("--seed", type=int, default=42, help="the emulator's data set")
-    parser.add_argument("--objects", type=int, default=2_000, help="objects per endpoint")
+    parser.add_argument("--seed", default="42", help="the emulator's data set (a whole number)")
+    parser.add_argument(
+        "--objects", default="2000", help=f"objects per endpoint (1 to {MAX_OBJECTS:,})"
+    )
     parser.set_defaults(func=run)

@@ -48,13 +48,16 @@ import gc
 import gzip
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
+import duckdb
 import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
@@ -204,8 +207,11 @@ class FastDbSync(DbSync):
 class StateTracker:
     """Remembers the last STATE the tap sent and the last one this target emitted."""
 
-    def __init__(self, wait_for_rows: Callable[[], None]) -> None:
+    def __init__(
+        self, wait_for_rows: Callable[[], None], before_emit: Callable[[], None] = lambda: None
+    ) -> None:
         self.wait_for_rows = wait_for_rows
+        self.before_emit = before_emit
         self.received: Any = None
         self.emitted: Any = None
 
@@ -218,6 +224,8 @@ class StateTracker:
 
     def emit(self, state: Any) -> None:
         self.wait_for_rows()  # a STATE confirms rows only once they are in the warehouse
+        if state is not None:
+            self.before_emit()
         UPSTREAM_EMIT_STATE(state)
         if state is not None:
             self.emitted = state
@@ -286,7 +294,8 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     """Upstream's `persist_lines` with the fixes around it, msgspec under its `json.loads`, and
     BATCH messages read as their records."""
     loader_connection = LoaderConnection(connection)
-    tracker = StateTracker(loader_connection.wait)
+    publisher = Publisher(connection, published_path(config))
+    tracker = StateTracker(loader_connection.wait, publisher.when_due)
     target_duckdb.emit_state = tracker.emit
     target_duckdb.json = FastJson(tracker.loads)
     collecting = gc.isenabled()
@@ -301,6 +310,7 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
         if collecting:
             gc.enable()
     tracker.forward_final()
+    publisher.publish()
 
 
 def duckdb_connect(config: dict) -> Any:
@@ -308,10 +318,103 @@ def duckdb_connect(config: dict) -> Any:
     source = config.get("default_target_schema")
     if source is not None and not SOURCE_NAME.fullmatch(str(source)):
         fail(f"invalid data-source name {source!r} (default_target_schema): {SOURCE_RULE}", 2)
+    published = published_path(config)
+    if published is None:
+        return UPSTREAM_CONNECT(config)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    working = working_file(published)
+    try:
+        return UPSTREAM_CONNECT(config | {"path": str(working)})
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc):
+            raise
+        fail(
+            f"{working} is open in another process: only the loader opens it (readers: {published})"
+        )
+
+
+# The warehouse's two files (the query tool and an analyst's DuckDB session never block a sync,
+# nor does a sync block them): DuckDB lets one process open a file for writing, and then no other
+# may open it at all. The loader writes its own file, `<path>.loader`, the durable store the
+# bookmarks vouch for, and no reader opens it. It publishes a snapshot to `path` (a CHECKPOINT,
+# a copy beside it, an atomic rename): at the end of each run, and during a long run at a STATE
+# once PUBLISH_EVERY seconds have passed (more if copies are slow, so that they never take more
+# than 1/PUBLISH_SHARE of the time). A reader that has the old file open keeps reading it.
+WORKING_SUFFIX = ".loader"
+PUBLISHING_SUFFIX = ".publishing"
+PUBLISH_EVERY = 60.0
+PUBLISH_SHARE = 20
+
+
+def published_path(config: dict) -> Path | None:
+    """The file readers open, or None for a path that is not a local file (md:, motherduck:)."""
     path = str(config.get("path", config.get("filepath", "")))
-    if path and ":" not in path.split("/")[0]:  # a local file, not md: or motherduck:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return UPSTREAM_CONNECT(config)
+    return Path(path) if path and ":" not in path.split("/")[0] else None
+
+
+def working_path(published: Path) -> Path:
+    return published.with_name(published.name + WORKING_SUFFIX)
+
+
+def working_file(published: Path) -> Path:
+    """The loader's own file, made from the published one if there is none (a warehouse loaded
+    before the loader had its own file, or a working file deleted by hand: the published copy
+    holds at least what every saved bookmark vouched for when it was published)."""
+    working = working_path(published)
+    if not working.exists() and published.is_file():
+        partial = working.with_name(working.name + PUBLISHING_SUFFIX)
+        shutil.copyfile(published, partial)
+        wal = Path(f"{published}.wal")  # rows the published file's last writer did not checkpoint
+        if wal.is_file():
+            shutil.copyfile(wal, f"{working}.wal")
+        partial.replace(working)
+        wal.unlink(missing_ok=True)  # readers must not apply it to the next published copy
+    return working
+
+
+class Publisher:
+    """Publishes the working file's committed rows to the file readers open."""
+
+    def __init__(self, connection: Any, published: Path | None) -> None:
+        self.connection = connection
+        self.published = published
+        self.due = time.monotonic() + PUBLISH_EVERY
+
+    def when_due(self) -> None:
+        """Called with every row committed, before a STATE is emitted."""
+        if time.monotonic() >= self.due:
+            self.publish()
+
+    def publish(self) -> None:
+        """A snapshot of what is committed, unless the published file already has it."""
+        if self.published is None:
+            return
+        began = time.monotonic()
+        working = working_path(self.published)
+        wal = Path(f"{working}.wal")
+        committed = wal.is_file() and wal.stat().st_size > 0  # every commit writes the WAL
+        self.connection.execute("CHECKPOINT")  # every committed row in the file, none in a WAL
+        if committed or not self.is_current(working):
+            partial = self.published.with_name(self.published.name + PUBLISHING_SUFFIX)
+            try:
+                shutil.copyfile(working, partial)
+                partial.replace(self.published)
+            except OSError as exc:  # the rows are loaded: only the readers' copy is behind
+                partial.unlink(missing_ok=True)
+                reason = exc.strerror or exc
+                fail(f"cannot publish {self.published} ({reason}); it keeps its previous rows")
+        spent = time.monotonic() - began
+        self.due = time.monotonic() + max(PUBLISH_EVERY, PUBLISH_SHARE * spent)
+
+    def is_current(self, working: Path) -> bool:
+        """With no commit in the WAL: whether the copy, written after a CHECKPOINT, is newer than
+        the working file (a CHECKPOINT with nothing to write leaves the file as it is; DuckDB's
+        own checkpoints, of a big commit or of a WAL a killed run left, come later)."""
+        try:
+            copy, source = self.published.stat(), working.stat()  # type: ignore[union-attr]
+        except FileNotFoundError:
+            return False
+        return copy.st_size == source.st_size and copy.st_mtime_ns >= source.st_mtime_ns
 
 
 def main() -> None:

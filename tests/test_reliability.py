@@ -768,7 +768,7 @@ def test_loader_never_confirms_a_bookmark_before_its_rows_are_loaded(tmp_path):
     emitted = json.loads(line)
     confirmed = [s for s, b in emitted.get("bookmarks", {}).items() if "replication_key_value" in b]
     assert confirmed, emitted
-    with duckdb.connect(str(db), read_only=True) as conn:
+    with duckdb.connect(f"{db}.loader", read_only=True) as conn:  # the loader's own file
         for stream in confirmed:
             (loaded,) = conn.execute(f"SELECT count(*) FROM src.{stream}").fetchone()
             assert loaded == sent[stream], f"{stream}: bookmark confirmed, {loaded} rows loaded"

@@ -23,8 +23,11 @@ from tap_stripe_dd.query.output import WRITERS
 from tap_stripe_dd.query.rewrite import to_duckdb
 from tap_stripe_dd.query.warehouse import (
     DB_ENV,
-    DEFAULT_DB,
-    SYNC_HINT,
+    DEFAULT_TIMEOUT,
+    ENVIRONMENT_ENV,
+    EXIT_TIMEOUT,
+    WAREHOUSE,
+    Location,
     Warehouse,
     open_warehouse,
     resolve_db,
@@ -34,10 +37,24 @@ DEFAULT_SOURCE = "mystripeapi"
 SAMPLES = resources.files("tap_stripe_dd") / "samples"
 
 
-def query(sql: str, db: Path, fmt: str = "table", out: TextIO | None = None) -> int:
+def query(
+    sql: str,
+    db: Location | Path,
+    fmt: str = "table",
+    out: TextIO | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> int:
     """`stripe-dd query` without argparse (tests, the demo): bad input raises only UserError."""
-    with open_warehouse(db) as wh:
+    with open_warehouse(db, timeout) as wh:
         return _write(wh, to_duckdb(sql, wh), fmt, out or sys.stdout)
+
+
+def _location(args: argparse.Namespace) -> Location:
+    """The warehouse the command reads; when an environment chose it, stderr says which."""
+    location = resolve_db(args.db, args.environment)
+    if location.environment is not None:
+        print(f"stripe-dd {args.command}: warehouse {location}", file=sys.stderr, flush=True)
+    return location
 
 
 def _write(wh: Warehouse, sql: str, fmt: str, out: TextIO) -> int:
@@ -73,7 +90,7 @@ def _quiet_on_closed_pipe(
 
 @_quiet_on_closed_pipe
 def _query_command(args: argparse.Namespace) -> int:
-    query(_read_sql(args.sql), resolve_db(args.db), args.format)
+    query(_read_sql(args.sql), _location(args), args.format, timeout=args.timeout)
     return 0
 
 
@@ -82,7 +99,7 @@ def _samples_command(args: argparse.Namespace) -> int:
     """Every sample runs even if one endpoint is missing; the failures are summed up at the end."""
     samples = sorted((s for s in SAMPLES.iterdir() if s.name.endswith(".sql")), key=str)
     failed: list[str] = []
-    with open_warehouse(resolve_db(args.db)) as wh:
+    with open_warehouse(_location(args), args.timeout) as wh:
         wh.endpoints(args.source)  # a bad or unknown data source: nothing would run
         for sample in samples:
             endpoint = "/" + sample.name.removesuffix(".sql")
@@ -102,9 +119,10 @@ def _samples_command(args: argparse.Namespace) -> int:
 
 @_quiet_on_closed_pipe
 def _tables_command(args: argparse.Namespace) -> int:
-    with open_warehouse(resolve_db(args.db)) as wh:
+    location = _location(args)
+    with open_warehouse(location, args.timeout) as wh:
         if not wh.sources:
-            print(f"(no data sources in {wh.path} yet: {SYNC_HINT})")
+            print(f"(no data sources in {wh.path} yet: {location.missing()})")
         for number, (source, endpoints) in enumerate(wh.sources.items()):
             stats = [(f"/{e}", *_table_stats(wh, source, e)) for e in endpoints]
             print(("\n" if number else "") + source)
@@ -133,8 +151,35 @@ def _tree(stats: list[tuple[str, int, str]]) -> Iterator[str]:
         yield f"{branch} {path:<{path_width}}   {rows}   last sync {synced}\n"
 
 
+def _warehouse_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", help=f"the DuckDB warehouse file (default: ${DB_ENV}, else the environment's)"
+    )
+    parser.add_argument(
+        "--environment",
+        help=f"the Meltano environment whose warehouse to read, {WAREHOUSE} (default: "
+        f"${ENVIRONMENT_ENV}, else meltano.yml's default_environment)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"stop a query after this many seconds, exit code {EXIT_TIMEOUT} (default: "
+        f"{DEFAULT_TIMEOUT:g}; 0: none); Ctrl-C stops it too",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0: no timeout)")
+    return seconds
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    db_help = f"the DuckDB warehouse file (default: ${DB_ENV}, else {DEFAULT_DB})"
     query_parser = subparsers.add_parser(
         "query",
         help="run one read-only SQL query over the warehouse",
@@ -142,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and plain DuckDB SQL (source.endpoint) both work.",
     )
     query_parser.add_argument("sql", help="the SQL text, or the path of a .sql file")
-    query_parser.add_argument("--db", help=db_help)
+    _warehouse_options(query_parser)
     query_parser.add_argument(
         "--format", choices=tuple(WRITERS), default="table", help="output format"
     )
@@ -153,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the six sample queries",
         description="Run the sample query of every endpoint (tap_stripe_dd/samples/*.sql).",
     )
-    samples_parser.add_argument("--db", help=db_help)
+    _warehouse_options(samples_parser)
     samples_parser.add_argument(
         "--source", default=DEFAULT_SOURCE, help=f"data source to query (default: {DEFAULT_SOURCE})"
     )
@@ -162,5 +207,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tables_parser = subparsers.add_parser(
         "tables", help="list data sources, endpoints, row counts and last sync"
     )
-    tables_parser.add_argument("--db", help=db_help)
+    _warehouse_options(tables_parser)
     tables_parser.set_defaults(func=_tables_command)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import decimal
 import json
+import math
 import shutil
 from collections.abc import Callable, Iterable
 from typing import TextIO
@@ -26,9 +28,36 @@ def _text(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, bytes):
+        return _blob_text(value)
     if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
+        return _json(value)
     return str(value)
+
+
+def _blob_text(value: bytes) -> str:
+    """A BLOB as DuckDB writes it: printable ASCII as is, any other byte as \\xHH."""
+    return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02X}" for b in value)
+
+
+def _json(value: object) -> str:
+    """Valid JSON whatever DuckDB returns: a BLOB is base64 text, and a NaN or infinite double
+    (which JSON cannot hold, and `json.dumps` would write as NaN / Infinity) is the string
+    "NaN", "Infinity" or "-Infinity", as PostgreSQL's to_json writes them."""
+    try:
+        return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # rare: only then is every value walked
+        return json.dumps(_finite(value), default=_json_default, ensure_ascii=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_default(value: object) -> object:
@@ -36,6 +65,8 @@ def _json_default(value: object) -> object:
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
     return str(value)
 
 
@@ -61,7 +92,7 @@ def write_json(batches: Batches, names: list[str], types: list[str], out: TextIO
                 for name, value, parse in zip(names, row, is_json, strict=True)
             }
             out.write(",\n" if count else "\n")
-            out.write(json.dumps(record, default=_json_default, ensure_ascii=False))
+            out.write(_json(record))
             count += 1
     out.write("\n]\n" if count else "]\n")
     return count

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import sys
 
 import sqlglot
 from sqlglot import exp
@@ -13,7 +15,7 @@ from tap_stripe_dd.query.warehouse import READ_ONLY, Warehouse
 
 # Statement shapes that only read. Anything nested that writes is refused on top of that,
 # because `WITH x AS (DELETE … RETURNING *) SELECT …` still looks like a SELECT from outside.
-QUERY_ROOTS = (exp.Query, exp.Values, exp.Describe, exp.Show, exp.Summarize)
+QUERY_ROOTS = (exp.Query, exp.Values, exp.Describe, exp.Show, exp.Summarize, exp.Pivot)
 WRITES = (
     exp.DML,
     exp.DDL,
@@ -36,17 +38,40 @@ WRITES = (
 # are refused anyway, and the log line would break the one-line error contract.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
+# sqlglot keeps `EXPLAIN [ANALYZE] statement` as text; the statement is checked on its own.
+EXPLAINED = re.compile(r"(ANALYZE\s+)?(.*)", re.IGNORECASE | re.DOTALL)
+# Schemas DuckDB has in every database, read-only views of its catalog.
+CATALOG_SCHEMAS = {"information_schema", "pg_catalog"}
+# sqlglot's parser recurses about 22 frames per level of parentheses, so Python's default limit
+# (1,000) stops it at 45 levels; this one at about 450 (DuckDB's own limit is 1,000 levels).
+# Python 3.11+ keeps these frames off the C stack.
+PARSER_RECURSION = 10_000
+
 
 def to_duckdb(sql: str, wh: Warehouse, source: str | None = None) -> str:
     """One statement as DuckDB SQL over the warehouse; `source` replaces every data-source name."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, PARSER_RECURSION))
+    try:
+        return _to_duckdb(sql, wh, source)
+    except RecursionError:
+        raise UserError("the query is nested too deeply (about 450 levels at most)") from None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _to_duckdb(sql: str, wh: Warehouse, source: str | None) -> str:
     tree = _parse(sql, wh)
+    if isinstance(tree, exp.Command) and str(tree.this).upper() == "EXPLAIN":
+        analyze, statement = EXPLAINED.fullmatch(tree.expression.name).groups()  # type: ignore[union-attr]
+        return ("EXPLAIN ANALYZE " if analyze else "EXPLAIN ") + _to_duckdb(statement, wh, source)
     _refuse_writes(tree, sql, wh)
     for table in list(tree.find_all(exp.Table)):
         _rewrite_table(table, wh, source)
     for column in list(tree.find_all(exp.Column)):
         if column.args.get("db"):  # `mystripeapi`.`/charges`.id
-            column.set("db", exp.to_identifier(source or column.text("db")))
-            column.set("table", exp.to_identifier(column.table.removeprefix("/")))
+            column.set("db", exp.to_identifier(source or column.text("db").lower()))
+            column.set("table", exp.to_identifier(column.table.removeprefix("/").lower()))
     return tree.sql(dialect="duckdb")
 
 
@@ -104,12 +129,13 @@ def _rewrite_table(table: exp.Table, wh: Warehouse, source: str | None) -> None:
 
     Unqualified names (CTEs, table functions, file names) are left to DuckDB, which resolves
     them or refuses them under the lockdown."""
-    if not table.db:
+    if not table.db or table.db.lower() in CATALOG_SCHEMAS:
         return
-    if table.catalog and table.catalog != wh.database:
+    if table.catalog and table.catalog.lower() != wh.database.lower():
         raise UserError(f"unknown database {table.catalog!r}: only {wh.database!r} is queried")
-    name = source or table.db
-    endpoint = table.name.removeprefix("/")
+    # DuckDB matches names whatever their case, quoted or not.
+    name = source or table.db.lower()
+    endpoint = table.name.removeprefix("/").lower()
     endpoints = wh.endpoints(name)
     if endpoint not in endpoints:
         known = ", ".join(f"/{e}" for e in endpoints) or "none"
