@@ -26,7 +26,6 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
 
-from tap_stripe_dd.batches import BatchFile
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.slices import Slice, SliceScheduler
 
@@ -449,7 +448,7 @@ class StripeStream(RESTStream[str | None]):
         """Records go to files (`batch_config`): a file is closed and announced (the SDK writes
         its BATCH message) before the STATE whose bookmark covers its records, so that no STATE
         ever confirms a record in a file the loader has not been told of."""
-        batch = BatchFile(batch_config, self.tap_name, self.name)
+        batch = self._tap.batch_run(batch_config).file(self.name)
         with self.get_record_counter() as counter:
             for kind, payload in self._slice_events():
                 if kind == "records":

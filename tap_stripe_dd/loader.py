@@ -59,8 +59,9 @@ import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
 
-from tap_stripe_dd.batches import local_folder
+from tap_stripe_dd.batches import RunClaims, local_folder
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
+from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
 FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
@@ -239,7 +240,7 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
     sys.exit(exit_code)
 
 
-def batch_records(message: dict) -> Iterator[dict]:
+def batch_records(message: dict, claims: RunClaims) -> Iterator[dict]:
     """A BATCH message's files, read as the RECORD messages they stand for, in order; each file
     is deleted once read. Its records were extracted by the time the file was last written."""
     stream = message.get("stream")
@@ -250,6 +251,7 @@ def batch_records(message: dict) -> Iterator[dict]:
         path = local_folder(str(url))
         if path is None:
             fail(f"stream {stream!r}: BATCH file {url} is not on this machine")
+        claims.claim(path)
         try:
             extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
             zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
@@ -270,14 +272,14 @@ def batch_records(message: dict) -> Iterator[dict]:
         path.unlink(missing_ok=True)
 
 
-def expand_batches(lines: Iterable[str]) -> Iterator[str | dict]:
+def expand_batches(lines: Iterable[str], claims: RunClaims) -> Iterator[str | dict]:
     """Lines as they come, but a BATCH message as its records (already decoded, which the
     decoder passes through). Only a line that mentions "BATCH" is decoded here to find out."""
     for line in lines:
         if '"BATCH"' in line:
             message = loads(line)
             if type(message) is dict and message.get("type") == "BATCH":
-                yield from batch_records(message)
+                yield from batch_records(message, claims)
                 continue
         yield line
 
@@ -289,18 +291,23 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     tracker = StateTracker(loader_connection.wait)
     target_duckdb.emit_state = tracker.emit
     target_duckdb.json = FastJson(tracker.loads)
+    claims = RunClaims()
     collecting = gc.isenabled()
     gc.disable()
     try:
         UPSTREAM_PERSIST_LINES(
-            loader_connection, config | {"flush_all_streams": True}, expand_batches(lines)
+            loader_connection, config | {"flush_all_streams": True}, expand_batches(lines, claims)
         )
+        tracker.forward_final()
+    except BaseException:  # an error, a stop signal: no batch file is left behind
+        claims.release(discard=True)
+        raise
     finally:
         target_duckdb.emit_state = UPSTREAM_EMIT_STATE
         target_duckdb.json = json
         if collecting:
             gc.enable()
-    tracker.forward_final()
+    claims.release(discard=False)
 
 
 def duckdb_connect(config: dict) -> Any:
@@ -315,10 +322,14 @@ def duckdb_connect(config: dict) -> Any:
 
 
 def main() -> None:
+    stop_on_signals()
     target_duckdb.duckdb_connect = duckdb_connect
     target_duckdb.DbSync = FastDbSync
     target_duckdb.persist_lines = persist_lines
-    target_duckdb.main()
+    try:
+        target_duckdb.main()
+    except Stopped as stopped:
+        exit_stopped("target-duckdb", stopped, "every STATE it sent is in the warehouse")
 
 
 if __name__ == "__main__":

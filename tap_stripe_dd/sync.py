@@ -39,6 +39,8 @@ EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later
 # Meltano records a heartbeat every second, so a job silent for this long has no process left.
 # Meltano itself waits five minutes, since it cannot know that no other run is going.
 SILENT = timedelta(seconds=5)
+# A SIGTERM that reached this process alone reaches Meltano this much later (see stop_with).
+FORWARD_AFTER = 0.5
 
 Heartbeats = Callable[[], list[datetime]]
 
@@ -157,10 +159,47 @@ def run(args: argparse.Namespace) -> int:
         # Meltano gets the lock too: were this process killed alone, it would stay held until
         # Meltano ends.
         with subprocess.Popen(command, cwd=root, pass_fds=(lock,)) as meltano_run:
-            # Ctrl-C reaches Meltano as well, which stops the run cleanly: wait for it.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            stopped_by = stop_with(meltano_run)
             returncode = meltano_run.wait()
+    if stopped_by and returncode:  # Meltano says 1 after Ctrl-C: say which signal stopped it
+        return 128 + stopped_by[0]
     return returncode if returncode >= 0 else 128 - returncode  # killed by a signal: as a shell
+
+
+def told_to_stop(pid: int) -> bool:
+    """Whether a plugin of the Meltano process `pid` is stopping already: the tap and the loader
+    ignore stop signals once they got one (see signals.py)."""
+    for entry in Path("/proc").glob("[0-9]*/status"):
+        try:
+            status = dict(line.split(":\t", 1) for line in entry.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if status.get("PPid", "").strip() == str(pid):
+            ignored = int(status.get("SigIgn", "0"), 16)
+            if ignored & (1 << (signal.SIGTERM - 1)):
+                return True
+    return False
+
+
+def stop_with(meltano_run: subprocess.Popen) -> list[int]:
+    """SIGINT and SIGTERM stop the run, and are noted (the returned list). Ctrl-C reaches
+    Meltano as well (the terminal's whole process group), so does `systemctl stop` (the
+    service's control group); `docker stop` signals only the container's first process, this
+    one, and so does a `kill` of it: then the SIGTERM is passed on. A second one would cut
+    Meltano's own stopping short (it stops waiting for its plugins), so it is passed on only
+    if, a moment later, no plugin is stopping. Meltano stops its plugins; this waits for it."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM and len(received) == 1:
+            time.sleep(FORWARD_AFTER)
+            if not told_to_stop(meltano_run.pid):
+                meltano_run.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, note)
+    return received
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
