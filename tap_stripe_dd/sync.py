@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing as t
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -69,39 +70,60 @@ def sync_lock(root: Path) -> Iterator[int]:
         yield lock.fileno()
 
 
-def running_jobs(root: Path, environment: str | None) -> Heartbeats:
-    """The last heartbeats of the jobs marked RUNNING, read from the system database Meltano
-    would use (through Meltano's own settings and models, so `MELTANO_DATABASE_URI`, .env and
-    environments all count). Whatever stops the reading also stops `meltano run`, which says
-    what it is: then no job is reported here."""
-    from meltano.cli.cli import detect_selected_environment
-    from meltano.core.db import project_engine
-    from meltano.core.error import Error
-    from meltano.core.job import Job, State
-    from meltano.core.project import Project
-    from sqlalchemy.exc import SQLAlchemyError
+class RunningJobs:
+    """The jobs marked RUNNING in the system database Meltano would use (through Meltano's own
+    settings and models, so `MELTANO_DATABASE_URI`, .env and environments all count). Whatever
+    stops the reading also stops `meltano run`, which says what it is: then no job is reported
+    here."""
 
-    logging.disable(logging.INFO)  # Meltano's own lines (project, environment) come from its run
-    try:
-        project = Project(root)
-        selected, _ = detect_selected_environment(
-            cli_environment=environment, cli_no_environment=False, project=project
-        )
-        if selected:
-            project.activate_environment(selected)
-        _, sessions = project_engine(project)
-    except (Error, SQLAlchemyError):
-        return lambda: []
+    def __init__(self, root: Path, environment: str | None) -> None:
+        from meltano.cli.cli import detect_selected_environment
+        from meltano.core.db import project_engine
+        from meltano.core.error import Error
+        from meltano.core.project import Project
+        from sqlalchemy.exc import SQLAlchemyError
 
-    def heartbeats() -> list[datetime]:
+        self._sessions: Callable | None = None
+        logging.disable(logging.INFO)  # Meltano's lines (project, environment) come from its run
         try:
-            with sessions() as session:
-                jobs = session.query(Job).filter(Job.state == State.RUNNING).all()
-                return [job.last_heartbeat_at or job.started_at for job in jobs]
+            project = Project(root)
+            selected, _ = detect_selected_environment(
+                cli_environment=environment, cli_no_environment=False, project=project
+            )
+            if selected:
+                project.activate_environment(selected)
+            _, self._sessions = project_engine(project)
+        except (Error, SQLAlchemyError):
+            pass
+
+    def _jobs(self, session: t.Any) -> list:
+        from meltano.core.job import Job, State
+
+        return session.query(Job).filter(Job.state == State.RUNNING).all()
+
+    def heartbeats(self) -> list[datetime]:
+        """The last heartbeat (or start) of each job marked RUNNING."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if self._sessions is None:
+            return []
+        try:
+            with self._sessions() as session:
+                return [job.last_heartbeat_at or job.started_at for job in self._jobs(session)]
         except SQLAlchemyError:  # no tables yet: the project's first run
             return []
 
-    return heartbeats
+    def fail_silent(self) -> None:
+        """Marks the jobs whose heartbeat stopped as failed, as Meltano does with a stale job
+        (after five minutes): else the run forced past them leaves them RUNNING, and every
+        later sync says so again."""
+        assert self._sessions is not None, "only called once dead jobs were found"
+        now = datetime.now(timezone.utc)
+        with self._sessions() as session:
+            for job in self._jobs(session):
+                if now - (job.last_heartbeat_at or job.started_at) >= SILENT:
+                    job.fail(error="killed: no heartbeat (marked failed by stripe-dd sync)")
+            session.commit()
 
 
 def dead_jobs(heartbeats: Heartbeats) -> int:
@@ -139,11 +161,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(msg)
     os.umask(0o077)  # before the lock file, so that everything this run creates is the owner's
     with sync_lock(root) as lock:
-        dead = dead_jobs(running_jobs(root, args.environment))
+        jobs = RunningJobs(root, args.environment)
+        dead = dead_jobs(jobs.heartbeats)
         if dead:
+            jobs.fail_silent()
             log(
                 f"{dead} killed run(s) still marked RUNNING in Meltano's system database: "
-                "running with --force (a plain `meltano run` is refused for 5 minutes)"
+                "marked failed, running with --force (a plain `meltano run` is refused for "
+                "5 minutes)"
             )
         if removed := remove_leftovers(root):
             places = " and ".join(f"{folder}/" for folder in LEFTOVERS)

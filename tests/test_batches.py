@@ -7,15 +7,32 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
 import stat
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from singer_sdk.helpers._batch import BatchConfig
 
-from conftest import STREAMS, TEST_KEY, tap_config
+from conftest import (
+    ROOT,
+    RUN_JOB,
+    STREAMS,
+    TEST_KEY,
+    Warehouse,
+    assert_warehouse_exact,
+    kill_first_run,
+    meltano_env,
+    meltano_lock,
+    remove_files,
+    tap_config,
+)
+from tap_stripe_dd.batches import BatchRun, RunClaims, run_of
 from tap_stripe_dd.client import to_rfc3339, to_unix
+from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.sync import BATCH_FILES
 from tap_stripe_dd.tap import TapStripe
 
 
@@ -134,3 +151,57 @@ def test_records_of_a_window_that_never_moves_the_bookmark_are_announced(
     assert expected, "an empty window would prove nothing"
     assert {record["id"] for url in urls for record in read_batch(url)} == expected
     assert run.bookmark("charges") == to_rfc3339(bookmark), "the bookmark moved back"
+
+
+def batch_config(folder: Path) -> BatchConfig:
+    return BatchConfig.from_dict(
+        {"encoding": {"format": "jsonl"}, "storage": {"root": folder.as_uri()}}
+    )
+
+
+def test_a_run_removes_the_files_of_dead_runs_only(tmp_path):
+    """Files of a run whose lock nobody holds (killed with -9) go when the next run starts; a
+    live run's stay, and so do those of a run whose tap has gone while its loader reads."""
+    config = batch_config(tmp_path)
+    live, reading, dead = (BatchRun(config, "tap-stripe-dd") for _ in range(3))
+    files = {}
+    for name, run in (("live", live), ("reading", reading), ("dead", dead)):
+        batch = run.file("charges")
+        batch.write([{"id": f"ch_{name}"}])
+        files[name] = Path(urlparse(batch.close()).path)
+    claims = RunClaims()
+    claims.claim(files["reading"])
+    os.close(reading._lock)  # its tap ended; its loader still holds the run
+    os.close(dead._lock)  # as the kernel does for a process killed with -9
+    legacy = tmp_path / "tap-stripe-dd--refunds-0123abcd-1.jsonl"  # an earlier version's file
+    legacy.write_text('{"id": "re_1"}\n')
+    BatchRun(config, "tap-stripe-dd")
+    assert files["live"].exists() and files["reading"].exists()
+    assert not files["dead"].exists() and not legacy.exists()
+    assert not run_of(files["dead"]).exists()
+    claims.release(discard=False)
+    assert not files["reading"].exists() and not run_of(files["reading"]).exists()
+
+
+@pytest.mark.slow
+def test_the_next_plain_run_removes_the_batch_files_a_killed_run_left(emulators, warehouse):
+    """`kill -9` of a plain `meltano run` while the tap writes a batch file: the next run (here
+    with --force, past the job Meltano keeps RUNNING) deletes it and loads every object once."""
+    batches = ROOT / BATCH_FILES
+
+    def writing(wh: Warehouse, emulator: StripeEmulator) -> bool:
+        return any(path.suffix == ".jsonl" for path in batches.glob("*"))
+
+    with meltano_lock():
+        wh, emulator, killed = kill_first_run(
+            emulators, warehouse, writing, meltano_env(TEST_KEY), objects=600, latency_ms=50
+        )
+        left = [path for path in killed.leftovers if path.parent == batches]
+        try:
+            assert any(path.suffix == ".jsonl" for path in left), killed.leftovers
+            wh.meltano(*RUN_JOB[:3], "--force", RUN_JOB[3])
+            still = [path for path in left if path.exists()]
+        finally:
+            remove_files(killed.leftovers)
+    assert not still, f"the killed run's batch files are still there: {still}"
+    assert_warehouse_exact(wh, emulator)
