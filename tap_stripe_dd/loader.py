@@ -55,6 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
+import duckdb
 import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
@@ -330,6 +331,15 @@ def main() -> None:
         target_duckdb.main()
     except Stopped as stopped:
         exit_stopped("target-duckdb", stopped, "every STATE it sent is in the warehouse")
+    except (duckdb.Error, OSError) as exc:  # a full disk, a read-only warehouse or folder
+        fail(f"{write_error(exc)}; every STATE sent before is in the warehouse")
+
+
+def write_error(exc: duckdb.Error | OSError) -> str:
+    """DuckDB's message (its first line: it names the file), or the file and the system's."""
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'a file'}: {exc.strerror or exc}"
+    return str(exc).strip().splitlines()[0]
 
 
 if __name__ == "__main__":

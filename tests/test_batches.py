@@ -9,8 +9,11 @@ import gzip
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -23,9 +26,11 @@ from conftest import (
     TEST_KEY,
     Warehouse,
     assert_warehouse_exact,
+    file_size_limit,
     kill_first_run,
     meltano_env,
     meltano_lock,
+    read_only_folder,
     remove_files,
     tap_config,
 )
@@ -34,6 +39,8 @@ from tap_stripe_dd.client import to_rfc3339, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.sync import BATCH_FILES
 from tap_stripe_dd.tap import TapStripe
+
+BIN = Path(sys.executable).parent
 
 
 def batch_run(emulator, run_tap, folder: Path, compression: str) -> list[dict]:
@@ -153,10 +160,12 @@ def test_records_of_a_window_that_never_moves_the_bookmark_are_announced(
     assert run.bookmark("charges") == to_rfc3339(bookmark), "the bookmark moved back"
 
 
+def batch_config_dict(folder: Path) -> dict:
+    return {"encoding": {"format": "jsonl"}, "storage": {"root": folder.as_uri()}}
+
+
 def batch_config(folder: Path) -> BatchConfig:
-    return BatchConfig.from_dict(
-        {"encoding": {"format": "jsonl"}, "storage": {"root": folder.as_uri()}}
-    )
+    return BatchConfig.from_dict(batch_config_dict(folder))
 
 
 def test_a_run_removes_the_files_of_dead_runs_only(tmp_path):
@@ -205,3 +214,47 @@ def test_the_next_plain_run_removes_the_batch_files_a_killed_run_left(emulators,
             remove_files(killed.leftovers)
     assert not still, f"the killed run's batch files are still there: {still}"
     assert_warehouse_exact(wh, emulator)
+
+
+def run_tap_limited(config: dict, tmp_path: Path, **options: Any) -> subprocess.CompletedProcess:
+    """The tap as a process, with `subprocess.run` options (a file size limit)."""
+    config_file = tmp_path / "tap.json"
+    config_file.write_text(json.dumps(config))
+    command = [str(BIN / "tap-stripe-dd"), "--config", str(config_file)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, **options)
+
+
+def assert_tap_failed_in_one_line(result: subprocess.CompletedProcess, folder: Path) -> str:
+    """Exit 1, the folder and the system's reason in one line; left in the folder, if
+    anything, only files announced before a STATE (never one that was being written)."""
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tap-stripe-dd: error: cannot write batch files in {folder}: "), last
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    announced = {
+        Path(urlparse(url).path).name
+        for message in messages
+        if message["type"] == "BATCH"
+        for url in message["manifest"]
+    }
+    left = {path.name for path in folder.glob("*.jsonl")} if folder.is_dir() else set()
+    assert left <= announced, f"files written but never announced: {left - announced}"
+    return last
+
+
+def test_an_unwritable_batch_folder_fails_in_one_line(emulator, tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    with read_only_folder(parent):
+        config = tap_config(emulator, batch_config=batch_config_dict(parent / "batches"))
+        result = run_tap_limited(config, tmp_path)
+    last = assert_tap_failed_in_one_line(result, parent / "batches")
+    assert last.endswith(("Read-only file system", "Permission denied")), last
+
+
+def test_a_full_disk_fails_in_one_line_and_leaves_no_unannounced_file(emulator, tmp_path):
+    folder = tmp_path / "batches"
+    config = tap_config(emulator, batch_config=batch_config_dict(folder))
+    result = run_tap_limited(config, tmp_path, preexec_fn=file_size_limit(40_000))
+    assert assert_tap_failed_in_one_line(result, folder).endswith("File too large")

@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from target_duckdb.db_sync import DbSync
 
+from conftest import file_size_limit, read_only_folder
 from tap_stripe_dd.loader import FastDbSync, loads
 
 BIN = Path(sys.executable).parent
@@ -472,3 +473,58 @@ def test_odd_messages_decode_as_json_loads_decodes_them(line: str) -> None:
 def test_what_json_loads_refuses_fails_as_upstream_fails(line: str) -> None:
     with pytest.raises(json.JSONDecodeError):
         loads(line)
+
+
+# A full disk, a read-only warehouse: one line, and every STATE sent stands for rows in DuckDB.
+
+
+def counted_lines(groups: int, size: int) -> list[str]:
+    """Groups of records, each followed by a STATE counting the records so far."""
+    lines = singer_lines(0)[:1]
+    for group in range(groups):
+        for index in range(group * size, (group + 1) * size):
+            record = {"id": f"ch_{index:06d}", "created": "2025-03-01T10:00:00Z", "amount": index}
+            lines.append(json.dumps({"type": "RECORD", "stream": "charges", "record": record}))
+        lines.append(json.dumps({"type": "STATE", "value": {"count": (group + 1) * size}}))
+    return lines
+
+
+def assert_failed_in_one_line(result: subprocess.CompletedProcess, db: Path, *words: str) -> None:
+    """Exit 1, one line naming the problem, and each STATE sent covers rows in the warehouse."""
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("target-duckdb: error: "), result.stderr[-3000:]
+    assert all(word in last for word in words), last
+    states = [json.loads(line)["count"] for line in result.stdout.splitlines() if line.strip()]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM src.charges").fetchone()[0]
+    assert rows >= max(states, default=0), "a STATE was sent for rows that are not in DuckDB"
+
+
+def test_a_full_disk_fails_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "warehouse" / "full.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 2_000}
+    first = run(OURS, config, counted_lines(1, 2_000), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    config_file = tmp_path / "target.json"
+    result = subprocess.run(
+        [*OURS, "--config", str(config_file)],
+        input="\n".join(counted_lines(40, 2_000)) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=file_size_limit(db.stat().st_size + 300_000),
+    )
+    assert_failed_in_one_line(result, db, "File too large")
+
+
+def test_a_read_only_warehouse_fails_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "warehouse"
+    db = folder / "ro.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 100}
+    first = run(OURS, config, counted_lines(1, 100), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    with read_only_folder(folder):
+        result = run(OURS, config, counted_lines(3, 100), tmp_path)
+    assert_failed_in_one_line(result, db, str(db))
