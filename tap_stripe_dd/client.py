@@ -4,8 +4,6 @@ and error translation. A concrete stream only names its endpoint and its filters
 from __future__ import annotations
 
 import calendar
-import queue
-import threading
 import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
@@ -23,11 +21,10 @@ from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.errors import UserError
-from tap_stripe_dd.slices import Slice, SliceScheduler
+from tap_stripe_dd.fetching import Page, PageRequest, Walk
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -39,12 +36,6 @@ STRIPE_VERSION = "2024-06-20"
 STRIPE_EPOCH = calendar.timegm((2011, 1, 1, 0, 0, 0))
 DAY = 86_400
 MAX_RETRY_WAIT = 60.0
-# Sparse slices are merged up to this many pages: each slice costs one partial page, so this
-# keeps that overhead near 4%, while a kill still re-reads little (see SliceScheduler).
-MERGE_PAGES = 25
-# A fetcher with nothing to take splits another's slice when that has this many pages left.
-STEAL_PAGES = 4
-IDLE_POLL_SECONDS = 0.05
 
 Plan = dict[str, "Plan | None"]
 """Where the Unix-time fields are in a record: `None` marks one, a dict descends into an object."""
@@ -125,37 +116,6 @@ class StripeAPIError(FatalAPIError):
     """A response the run cannot get past: shown as one line, never with the key or the body."""
 
 
-class Channel:
-    """Fetchers to their stream's thread: bounded, so memory stays flat, and closed by the
-    reader when it stops, so that no fetcher waits forever on a reader that has gone."""
-
-    def __init__(self, size: int) -> None:
-        self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
-        self.closed = threading.Event()
-
-    def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-
-class StripePaginator(BaseAPIPaginator[str | None]):
-    """Stripe's cursor: `starting_after` the last id of a page while `has_more` says so."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-
-    def get_next(self, response: requests.Response) -> str | None:
-        body = StripeStream.body(response)
-        if body.get("has_more") and body.get("data"):
-            return str(body["data"][-1]["id"])
-        return None
-
-
 class StripeStream(RESTStream[str | None]):
     """A Stripe list endpoint, synced incrementally on `created` in resumable slices.
 
@@ -220,19 +180,37 @@ class StripeStream(RESTStream[str | None]):
 
         return super().request_decorator(limited)
 
-    def get_new_paginator(self) -> StripePaginator:
-        return StripePaginator()
-
     @cached_property
     def _filter_config(self) -> dict[str, t.Any]:
         return dict(self.config.get("filters", {}).get(self.name, {}))
 
-    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
-        assert context is not None, "requests are always made for a slice"
+    def saturated(self) -> bool:
+        """Whether requests to this endpoint queue for the rate limit now."""
+        return self._tap.rate_limiter.saturated(self.path)
+
+    def fetch_page(self, request: PageRequest) -> Page:
+        """One list page, retried as the settings say (see `Endpoint` in fetching.py)."""
+        prepared = self.build_prepared_request(
+            method="GET",
+            url=self.get_url(None),
+            params=self.page_params(request),
+            headers=self.http_headers,
+        )
+        return self._fetch_with_retries(prepared)
+
+    @cached_property
+    def _fetch_with_retries(self) -> t.Callable[[requests.PreparedRequest], Page]:
+        return self.request_decorator(self._fetch_once)
+
+    def _fetch_once(self, prepared: requests.PreparedRequest) -> Page:
+        body = self.body(self._request(prepared, None))
+        return Page(body["data"], bool(body.get("has_more")))
+
+    def page_params(self, request: PageRequest) -> dict:
         params: dict[str, t.Any] = {
-            "limit": self.page_size,
-            "created[gte]": context["gte"],
-            "created[lt]": context["lt"],
+            "limit": request.limit,
+            "created[gte]": request.gte,
+            "created[lt]": request.lt,
         }
         for name in self.filters:
             value = self._filter_config.get(name)
@@ -240,8 +218,8 @@ class StripeStream(RESTStream[str | None]):
                 params.update({f"{name}[{op}]": bound for op, bound in value.items()})
             elif value is not None:
                 params[name] = value
-        if cursor := next_page_token or context.get("after"):
-            params["starting_after"] = cursor
+        if request.after:
+            params["starting_after"] = request.after
         return params
 
     # Responses: decoded once, errors translated.
@@ -254,9 +232,6 @@ class StripeStream(RESTStream[str | None]):
             cached = msgspec.json.decode(response.content)
             response._stripe_body = cached  # type: ignore[attr-defined]
         return cached
-
-    def parse_response(self, response: requests.Response) -> Iterable[dict]:
-        return self.body(response).get("data", [])
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
@@ -405,37 +380,28 @@ class StripeStream(RESTStream[str | None]):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    def _slice_events(self) -> Iterator[tuple[str, t.Any]]:
-        """Fetchers walk slices in threads; this generator, in the stream's own thread, hands on
-        their pages (`records`) and, each time the completed prefix of slices grows, the end of
-        that prefix (`bookmark`): everything created before it has been handed on."""
+    def _walk_events(self) -> Iterator[tuple[str, t.Any]]:
+        """The walk's pages (`records`) and each bookmark it allows that is past the state's."""
         start, end = self.sync_window()
-        step = max(1, int(float(self.config.get("slice_days", 30)) * DAY))
-        scheduler = SliceScheduler(start, end, step, merge_up_to=MERGE_PAGES * self.page_size)
-        channel = Channel(size=2 * self.concurrency)
-        for _ in range(self.concurrency):
-            threading.Thread(target=self._fetch, args=(scheduler, channel), daemon=True).start()
-        running = self.concurrency
-        try:
-            while running:
-                kind, piece, payload = self._tap.wait_for(channel.queue)
-                if kind == "records":
-                    yield kind, payload
-                elif kind == "done":
-                    bookmark = scheduler.complete(piece)
-                    previous = self.stream_state.get("replication_key_value")
-                    if not previous or to_unix(previous) < bookmark:
-                        yield "bookmark", bookmark
-                elif kind == "error":
-                    raise payload
-                else:
-                    running -= 1
-        finally:
-            channel.closed.set()
+        walk = Walk(
+            self,
+            start,
+            end,
+            slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
+            page_size=self.page_size,
+            concurrency=self.concurrency,
+            wait=self._tap.wait_for,
+        )
+        for kind, payload in walk.run():
+            if kind == "bookmark":
+                previous = self.stream_state.get("replication_key_value")
+                if previous and to_unix(previous) >= payload:
+                    continue
+            yield kind, payload
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
         """Records go to the SDK's writer; the bookmark moves once they are written."""
-        for kind, payload in self._slice_events():
+        for kind, payload in self._walk_events():
             if kind == "records":
                 self._page_extracted_at = utc_now()  # the page's time serves its records
                 yield from payload
@@ -450,7 +416,7 @@ class StripeStream(RESTStream[str | None]):
         ever confirms a record in a file the loader has not been told of."""
         batch = self._tap.batch_run(batch_config).file(self.name)
         with self.get_record_counter() as counter:
-            for kind, payload in self._slice_events():
+            for kind, payload in self._walk_events():
                 if kind == "records":
                     records = [r for r in map(self._batch_record, payload) if r is not None]
                     batch.write(records)
@@ -469,74 +435,6 @@ class StripeStream(RESTStream[str | None]):
         if row is not None and self._deselects_properties:
             pop_deselected_record_properties(row, self.schema, self.mask)
         return row
-
-    def _fetch(self, scheduler: SliceScheduler, channel: Channel) -> None:
-        """One fetcher: pages through slice after slice until the run's are all emitted."""
-        try:
-            while piece := self._next_slice(scheduler, channel):
-                if not self._fetch_slice(scheduler, piece, channel):
-                    return
-        except Exception as exc:  # handed to the stream's thread, which raises it
-            channel.send(("error", None, exc))
-        finally:
-            channel.send(("exit", None, None))
-
-    def _next_slice(self, scheduler: SliceScheduler, channel: Channel) -> Slice | None:
-        """The oldest waiting slice; else, unless the endpoint's requests already queue for
-        the rate limit, the older half of the busiest one; else wait for either."""
-        steal_from = STEAL_PAGES * self.page_size
-        while not channel.closed.is_set():
-            if piece := scheduler.take():
-                return piece
-            if not self._tap.rate_limiter.saturated(self.path) and (
-                piece := scheduler.steal(min_objects=steal_from)
-            ):
-                return piece
-            if scheduler.finished():
-                return None
-            time.sleep(IDLE_POLL_SECONDS)
-        return None
-
-    def _fetch_slice(self, scheduler: SliceScheduler, piece: Slice, channel: Channel) -> bool:
-        """Sends the slice's pages, and `done` once it is complete, unless an older slice is
-        waiting: then the slice goes back, at a page edge, for the next free fetcher. Returns
-        False when the stream has stopped listening."""
-        page_size = self.page_size
-        page: list[dict] = []
-        for record in self.request_records(piece.params):
-            piece.seen += 1
-            piece.position = record["created"]
-            if record["created"] >= piece.gte:  # else stolen while its page was in flight
-                page.append(record)
-            if piece.seen % page_size:
-                continue
-            if not piece.judged and self.concurrency > 1:
-                self._split_if_dense(scheduler, piece)
-            piece.judged = True
-            if not channel.send(("records", piece, page)):
-                return False
-            page = []
-            if scheduler.yield_to_older(piece, str(record["id"])):
-                return True
-        return channel.send(("records", piece, page)) and channel.send(("done", piece, None))
-
-    def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice) -> None:
-        """A first page that spans little of its slice means many pages to come: share them,
-        but only with fetchers that would otherwise run out of slices, and not while requests
-        queue for the rate limit anyway, since every extra slice costs a request (a partial
-        last page); and always the slice the bookmark waits on, whose parts the other fetchers
-        then take at their next page edge (`yield_to_older`), so that the bookmark moves after
-        about one slice's pages, not one slice per fetcher."""
-        pages_left = piece.objects_left() / self.page_size
-        if scheduler.holds_bookmark(piece):
-            idle = self.concurrency
-        elif self._tap.rate_limiter.saturated(self.path):
-            return
-        else:
-            idle = self.concurrency - scheduler.waiting()
-        parts = min(int(pages_left // 2), idle)
-        if parts >= 2 and piece.position is not None:
-            scheduler.split(piece, piece.position, parts)
 
     def _write_bookmark(self, end: int) -> None:
         """Everything created before `end` has been written: move the bookmark and say so."""
