@@ -137,6 +137,9 @@ class BatchRun:
         self.files.append(batch)
         return batch
 
+    def stream(self, outputs: list[tuple[str, Transform | None]]) -> StreamBatches:
+        return StreamBatches(self, outputs)
+
     def discard_unannounced(self) -> None:
         """Deletes the files being written: never announced, nobody will read them."""
         for batch in self.files:
@@ -151,6 +154,42 @@ class BatchRun:
         except BlockingIOError:  # the loader still reads; it removes the run when done
             return
         remove_run(self.folder / f"{self.name}{LOCK_SUFFIX}", self._lock)
+
+
+Transform = t.Callable[[dict], "dict | None"]
+
+
+class StreamBatches:
+    """A stream's records in one file per stream it goes out as (one per stream map alias, as
+    the SDK sends RECORD messages), each through its map's transform (None: as they are)."""
+
+    def __init__(self, run: BatchRun, outputs: list[tuple[str, Transform | None]]) -> None:
+        self._outputs = [(alias, transform, run.file(alias)) for alias, transform in outputs]
+        self._aliases: dict[str, str] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(batch.count for _, _, batch in self._outputs)
+
+    def write(self, records: list[dict]) -> None:
+        for _, transform, batch in self._outputs:
+            if transform is None:
+                batch.write(records)
+            else:
+                batch.write([out for out in map(transform, records) if out is not None])
+
+    def close(self) -> list[str]:
+        """Closes the files that hold records; returns their URLs (see `alias_of`)."""
+        urls = []
+        for alias, _, batch in self._outputs:
+            if batch.count:
+                urls.append(url := batch.close())
+                self._aliases[url] = alias
+        return urls
+
+    def alias_of(self, url: str) -> str:
+        """The stream a closed file is announced as."""
+        return self._aliases.pop(url)
 
 
 class BatchFile:

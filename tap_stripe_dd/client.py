@@ -4,11 +4,10 @@ and error translation. A concrete stream only names its endpoint and its filters
 from __future__ import annotations
 
 import calendar
-import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
-from functools import cached_property, lru_cache
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,14 +16,16 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._batch import SDKBatchMessage
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
+from tap_stripe_dd.records import DAY, Plan, apply_plan, datetime_plan, to_rfc3339
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -34,11 +35,7 @@ DEFAULT_API_URL = "https://api.stripe.com"
 STRIPE_VERSION = "2024-06-20"
 #: Stripe opened in 2011: with neither bookmark nor start_date, history starts here.
 STRIPE_EPOCH = calendar.timegm((2011, 1, 1, 0, 0, 0))
-DAY = 86_400
 MAX_RETRY_WAIT = 60.0
-
-Plan = dict[str, "Plan | None"]
-"""Where the Unix-time fields are in a record: `None` marks one, a dict descends into an object."""
 
 
 def schemas_dir() -> Path:
@@ -53,51 +50,6 @@ def to_unix(value: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp())
-
-
-CLOCK_MINUTES = [f"T{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60)]
-CLOCK_SECONDS = [f"{second:02d}Z" for second in range(60)]
-
-
-@lru_cache(maxsize=16_384)
-def utc_date(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
-
-
-def to_rfc3339(unix: int) -> str:
-    """`time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))`, at half the cost: every record
-    has a few of these, and dates repeat."""
-    day, second = divmod(unix, DAY)
-    return utc_date(day) + CLOCK_MINUTES[second // 60] + CLOCK_SECONDS[second % 60]
-
-
-def datetime_plan(schema: dict) -> Plan:
-    """Walk a JSON schema once to find every `date-time` field, so records convert without it."""
-    plan: Plan = {}
-    for name, node in schema.get("properties", {}).items():
-        items = node.get("items", node)
-        if node.get("format") == "date-time":
-            plan[name] = None
-        elif sub := datetime_plan(items):
-            plan[name] = sub
-    return plan
-
-
-def apply_plan(value: t.Any, plan: Plan) -> None:
-    """Turn Stripe's Unix-time integers into RFC 3339 strings, in place, objects and lists alike."""
-    if isinstance(value, list):
-        for item in value:
-            apply_plan(item, plan)
-        return
-    if not isinstance(value, dict):
-        return
-    for name, sub in plan.items():
-        field = value.get(name)
-        if sub is None:
-            if isinstance(field, int) and not isinstance(field, bool):
-                value[name] = to_rfc3339(field)
-        elif field is not None:
-            apply_plan(field, sub)
 
 
 def mask_secret(text: str, secret: str | None) -> str:
@@ -414,7 +366,7 @@ class StripeStream(RESTStream[str | None]):
         """Records go to files (`batch_config`): a file is closed and announced (the SDK writes
         its BATCH message) before the STATE whose bookmark covers its records, so that no STATE
         ever confirms a record in a file the loader has not been told of."""
-        batch = self._tap.batch_run(batch_config).file(self.name)
+        batch = self._batches = self._tap.batch_run(batch_config).stream(self._batch_outputs)
         with self.get_record_counter() as counter:
             for kind, payload in self._walk_events():
                 if kind == "records":
@@ -423,14 +375,40 @@ class StripeStream(RESTStream[str | None]):
                     counter.increment(len(records))
                     continue
                 if batch.count:
-                    yield batch_config.encoding, [batch.close()]
+                    yield batch_config.encoding, batch.close()
                 self._write_bookmark(payload)
         if batch.count:  # a window that ends before the bookmark (`end_date`) never moves it
-            yield batch_config.encoding, [batch.close()]
+            yield batch_config.encoding, batch.close()
+
+    @cached_property
+    def _batch_outputs(self) -> list[tuple[str, t.Callable[[dict], dict | None] | None]]:
+        """The streams a batch goes out as, each with its map's transform, as the SDK writes
+        RECORD messages: a stream map may hash, drop or add properties, flatten, copy the
+        stream under another name; `__NULL__` sends nothing. None: records as they are."""
+        return [
+            (
+                stream_map.stream_alias,
+                None
+                if type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
+                else stream_map.transform,
+            )
+            for stream_map in self.stream_maps
+            if not isinstance(stream_map, RemoveRecordTransform)
+        ]
+
+    def _generate_batch_messages(
+        self, encoding: BaseBatchFileEncoding, manifest: list[str]
+    ) -> Iterator[SDKBatchMessage]:
+        """Each file announced as the stream its records go out as (the SDK would announce
+        every file under every alias)."""
+        aliases: dict[str, list[str]] = {}
+        for url in manifest:
+            aliases.setdefault(self._batches.alias_of(url), []).append(url)
+        for alias, urls in aliases.items():
+            yield SDKBatchMessage(stream=alias, encoding=encoding, manifest=urls)
 
     def _batch_record(self, record: dict) -> dict | None:
-        """A record as the SDK would write it in a RECORD message (stream maps aside: the SDK
-        announces a batch's files under each map's alias, as they are)."""
+        """A record as the SDK would write it in a RECORD message, before its stream maps."""
         row = self.post_process(record)
         if row is not None and self._deselects_properties:
             pop_deselected_record_properties(row, self.schema, self.mask)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import duckdb
 import pytest
 from singer_sdk.helpers._batch import BatchConfig
 
@@ -258,3 +259,73 @@ def test_a_full_disk_fails_in_one_line_and_leaves_no_unannounced_file(emulator, 
     config = tap_config(emulator, batch_config=batch_config_dict(folder))
     result = run_tap_limited(config, tmp_path, preexec_fn=file_size_limit(40_000))
     assert assert_tap_failed_in_one_line(result, folder).endswith("File too large")
+
+
+# Stream maps and flattening: batch files hold exactly the records RECORD messages would.
+
+STREAM_MAPS = {
+    "customers": {"email": "md5(email) if email else None"},
+    "refunds": "__NULL__",
+    "small_charges": {"__source__": "charges", "id": "id", "amount": "amount", "__else__": None},
+    "payouts": {"__alias__": "paid_out"},
+}
+
+
+def load(messages: str, db: Path, tmp_path: Path) -> dict[str, list[tuple]]:
+    """The tap's output loaded by the project's loader; every table's columns and rows."""
+    config = tmp_path / f"{db.stem}.json"
+    config.write_text(json.dumps({"path": str(db), "default_target_schema": "src"}))
+    loaded = subprocess.run(
+        [str(BIN / "target-duckdb-dd"), "--config", str(config)],
+        input=messages,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'src'"
+        ).fetchall()
+        return {
+            table: [
+                tuple(column[0] for column in conn.execute(f"DESCRIBE src.{table}").fetchall()),
+                *sorted(conn.execute(f"SELECT * FROM src.{table}").fetchall(), key=repr),
+            ]
+            for (table,) in tables
+        }
+
+
+def test_batch_files_hold_the_records_of_stream_maps_and_flattening(emulator, run_tap, tmp_path):
+    """Both ways load identical tables under maps (a hashed column, a dropped stream, an alias
+    of a stream, a renamed stream) and flattening."""
+    config = tap_config(
+        emulator, stream_maps=STREAM_MAPS, flattening_enabled=True, flattening_max_depth=1
+    )
+    tables = {}
+    for mode in ("records", "batch"):
+        if mode == "batch":
+            config["batch_config"] = batch_config_dict(tmp_path / "batches")
+        run = run_tap(config)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (mode == "batch") == ('"type":"BATCH"' in run.stdout.replace(" ", ""))
+        tables[mode] = load(run.stdout, tmp_path / f"{mode}.duckdb", tmp_path)
+    records = tables["records"]
+    assert set(records) == {
+        "balance_transactions",
+        "charges",
+        "customers",
+        "disputes",
+        "paid_out",
+        "small_charges",
+    }
+    customers = records["customers"]
+    emails = [row[customers[0].index("email")] for row in customers[1:]]
+    assert any(emails) and all(email is None or len(email) == 32 for email in emails)
+    assert set(records["small_charges"][0]) == {"id", "amount"}
+    charges = records["charges"]
+    assert "outcome__type" in charges[0]
+    assert any(row[charges[0].index("outcome__type")] for row in charges[1:])
+    for table, rows in records.items():
+        assert tables["batch"].get(table) == rows, f"{table}: batch mode loads other rows"
+    assert tables["batch"].keys() == records.keys()
