@@ -143,8 +143,69 @@ class LoaderConnection:
         return getattr(self._connection, name)
 
 
+EXTRA = "_sdc_extra"
+"""The column of the fields an object has and its schema does not name, as one JSON object."""
+EXTRA_SCHEMA = {"type": ["null", "object"]}
+# (stream, field) already reported by this process.
+REPORTED: set[tuple[str, str]] = set()
+
+
+def with_extra_column(message: dict) -> dict:
+    """A SCHEMA message whose stream gets the `_sdc_extra` column too."""
+    schema = message.get("schema") or {}
+    properties = schema.get("properties") or {}
+    if EXTRA in properties:
+        return message
+    return message | {"schema": schema | {"properties": properties | {EXTRA: EXTRA_SCHEMA}}}
+
+
 class FastDbSync(DbSync):
-    """Upstream's DbSync with a faster key and batch load, for the same rows."""
+    """Upstream's DbSync with a faster key and batch load, for the same rows; and the fields a
+    record has beyond its schema (Stripe adds fields without a version bump) kept in
+    `_sdc_extra`, where upstream drops them."""
+
+    def __init__(
+        self, connection: Any, connection_config: dict, stream_schema_message: dict | None = None
+    ) -> None:
+        if stream_schema_message is not None:
+            stream_schema_message = with_extra_column(stream_schema_message)
+        super().__init__(connection, connection_config, stream_schema_message)
+        if stream_schema_message is not None:
+            self.known_fields = frozenset(stream_schema_message["schema"]["properties"])
+
+    def keep_extra_fields(self, records: Iterable[dict]) -> list[dict]:
+        """Records with the fields their schema does not name in `_sdc_extra`, as JSON text
+        (one string: the same for the JSON-lines and the CSV path, never flattened)."""
+        known = self.known_fields
+        records = list(records)
+        seen: set[str] = set()
+        for record in records:
+            if not known.issuperset(record):
+                extra = {name: value for name, value in record.items() if name not in known}
+                record[EXTRA] = dumps(extra)
+                seen.update(extra)
+        if seen:
+            self.report_extra_fields(seen)
+        return records
+
+    def report_extra_fields(self, fields: set[str]) -> None:
+        """One line per field, from the first run that sees it: a field already stored in
+        `_sdc_extra` by an earlier run is not reported again."""
+        stream = self.stream_schema_message["stream"]
+        table = self.table_name(stream, False)
+        for field in sorted(fields):
+            if (stream, field) in REPORTED:
+                continue
+            REPORTED.add((stream, field))
+            query = f"SELECT count(*) FROM {table} WHERE list_contains(json_keys({EXTRA}), ?)"
+            if not self.conn.execute(query, [field]).fetchone()[0]:
+                self.logger.warning(
+                    "stream %r: field %r is not in the schema (new at Stripe?): its values "
+                    "are kept in column %s",
+                    stream,
+                    field,
+                    EXTRA,
+                )
 
     def record_primary_key_string(self, record: dict) -> str | None:
         """Upstream flattens every record just to read its key; a top-level scalar key is the
@@ -180,6 +241,7 @@ class FastDbSync(DbSync):
 
     def load_rows(self, records: Iterable[dict], count: int, temp_dir: str) -> None:
         """Upstream's `load_rows`: its CSV fields as JSON lines, its SQL in the background."""
+        records = self.keep_extra_fields(records)
         if self.data_flattening_max_level:
             super().load_rows(records, count, temp_dir)
             return
@@ -188,7 +250,7 @@ class FastDbSync(DbSync):
         temp_table = self.table_name(stream, is_temporary=True)
         temp_file = os.path.join(temp_dir, f"{temp_table}.json")
         with open(temp_file, "wb") as file:
-            file.write(ROW_ENCODER.encode_lines(self.csv_fields(list(records))))
+            file.write(ROW_ENCODER.encode_lines(self.csv_fields(records)))
         # Upstream's temporary table, but TEMP: its rows need not go through the warehouse's WAL.
         create = self.create_table_query(table_name=temp_table, is_temporary=True)
         fields = ", ".join(f"json[{index}]" for index in range(1, len(self.flatten_schema) + 1))

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from target_duckdb.db_sync import DbSync
 
 from conftest import file_size_limit, read_only_folder
-from tap_stripe_dd.loader import FastDbSync, loads
+from tap_stripe_dd.loader import EXTRA, FastDbSync, loads, with_extra_column
 
 BIN = Path(sys.executable).parent
 OURS = [str(BIN / "target-duckdb-dd")]
@@ -280,7 +280,8 @@ def load(command: list[str], db: Path, runs: list[list[dict]], **config: Any) ->
 
 def warehouse_contents(db: Path) -> dict[str, tuple[list, list]]:
     """Every table's columns with their types, and its rows as text (JSON exactly as stored),
-    without the time of loading."""
+    without the time of loading, nor `_sdc_extra` (upstream drops the fields it keeps: tested
+    on its own)."""
     contents = {}
     with duckdb.connect(str(db), read_only=True) as conn:
         tables = conn.execute(
@@ -289,8 +290,9 @@ def warehouse_contents(db: Path) -> dict[str, tuple[list, list]]:
         for schema, table in tables:
             columns = conn.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
-                [schema, table],
+                "WHERE schema_name = ? AND table_name = ? AND column_name != ? "
+                "ORDER BY column_index",
+                [schema, table, EXTRA],
             ).fetchall()
             texts = ", ".join(
                 f'"{name}"::VARCHAR' for name, _ in columns if name != "_sdc_batched_at"
@@ -437,7 +439,7 @@ def test_csv_fields_are_the_fields_of_upstreams_csv_rows(records: list[dict]) ->
     message = {"stream": "things", "schema": THINGS_SCHEMA, "key_properties": ["id"]}
     config = {"path": "unused.duckdb", "default_target_schema": "src"}
     ours = FastDbSync(None, config, copy.deepcopy(message)).csv_fields(records)
-    upstream = DbSync(None, config, copy.deepcopy(message))
+    upstream = DbSync(None, config, with_extra_column(copy.deepcopy(message)))
     for record, row in zip(records, ours, strict=True):
         assert "" not in row  # DuckDB would load "" as an empty string, upstream's CSV as NULL
         assert csv_line(row) == csv_line(upstream.record_to_flattened(record))
@@ -528,3 +530,34 @@ def test_a_read_only_warehouse_fails_in_one_line_and_loses_nothing(tmp_path: Pat
     with read_only_folder(folder):
         result = run(OURS, config, counted_lines(3, 100), tmp_path)
     assert_failed_in_one_line(result, db, str(db))
+
+
+# Fields Stripe adds without a version bump: kept in `_sdc_extra`, reported once.
+
+
+def test_fields_beyond_the_schema_reach_the_warehouse_and_are_reported_once(tmp_path: Path):
+    schema = {"type": "object", "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}
+    new = {"risk": {"score": 7, "tags": ["a"]}, "flag": True}
+    runs = [
+        singer_messages("things", schema, [{"id": "a", "n": 1} | new, {"id": "b", "n": 2}]),
+        singer_messages("things", schema, [{"id": "c", "n": 3, "flag": False}]),
+        singer_messages("things", schema, [{"id": "a", "n": 4, "flag": None, "late": "x"}]),
+    ]
+    db = tmp_path / "extra.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 1}
+    reports = []
+    for messages in runs:
+        result = run(OURS, config, [json.dumps(message) for message in messages], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append([line for line in result.stderr.splitlines() if "not in the schema" in line])
+    assert [len(lines) for lines in reports] == [2, 0, 1], reports
+    assert "stream 'things': field 'flag'" in reports[0][0]
+    assert "stream 'things': field 'risk'" in reports[0][1]
+    assert "stream 'things': field 'late'" in reports[2][0]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(f"SELECT id, n, {EXTRA} FROM src.things ORDER BY id").fetchall()
+    assert [(id_, n, json.loads(extra) if extra else None) for id_, n, extra in rows] == [
+        ("a", 4, {"flag": None, "late": "x"}),
+        ("b", 2, None),
+        ("c", 3, {"flag": False}),
+    ]
