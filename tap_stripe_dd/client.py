@@ -25,7 +25,14 @@ from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
-from tap_stripe_dd.records import DAY, Plan, apply_plan, datetime_plan, to_rfc3339
+from tap_stripe_dd.records import (
+    DAY,
+    Plan,
+    apply_plan,
+    datetime_plan,
+    listed_objects,
+    to_rfc3339,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -156,7 +163,7 @@ class StripeStream(RESTStream[str | None]):
 
     def _fetch_once(self, prepared: requests.PreparedRequest) -> Page:
         body = self.body(self._request(prepared, None))
-        return Page(body["data"], bool(body.get("has_more")))
+        return Page(listed_objects(self.name, body["data"]), bool(body.get("has_more")))
 
     def page_params(self, request: PageRequest) -> dict:
         params: dict[str, t.Any] = {
