@@ -115,16 +115,32 @@ class LoaderConnection:
         self._worker = ThreadPoolExecutor(max_workers=1)
         self._pending: Future | None = None
 
-    def in_background(self, statements: list[tuple[str, list]], then_delete: str) -> None:
-        """Runs the statements in order once earlier ones are done, then deletes a file."""
+    def in_background(
+        self,
+        statements: list[tuple[str, list]],
+        then_delete: str,
+        repair: Callable[[Any], list[tuple[str, list]] | None] | None = None,
+    ) -> None:
+        """Runs the statements in order once earlier ones are done, then deletes a file. Should
+        a value not convert to its column's type, `repair` (given the connection) may return
+        the statements to run instead."""
         self.wait()
 
         def run() -> None:
-            for query, parameters in statements:
-                self._connection.execute(query, parameters)
+            try:
+                self._execute_all(statements)
+            except duckdb.ConversionException:
+                retry = repair(self._connection) if repair else None
+                if retry is None:
+                    raise
+                self._execute_all(retry)
             os.unlink(then_delete)
 
         self._pending = self._worker.submit(run)
+
+    def _execute_all(self, statements: list[tuple[str, list]]) -> None:
+        for query, parameters in statements:
+            self._connection.execute(query, parameters)
 
     def wait(self) -> None:
         """Returns once the background statements ran, or raises their error."""
@@ -249,8 +265,9 @@ class FastDbSync(DbSync):
         self.logger.info("Loading %d rows into '%s'", count, self.table_name(stream, False))
         temp_table = self.table_name(stream, is_temporary=True)
         temp_file = os.path.join(temp_dir, f"{temp_table}.json")
+        rows = self.csv_fields(records)
         with open(temp_file, "wb") as file:
-            file.write(ROW_ENCODER.encode_lines(self.csv_fields(records)))
+            file.write(ROW_ENCODER.encode_lines(rows))
         # Upstream's temporary table, but TEMP: its rows need not go through the warehouse's WAL.
         create = self.create_table_query(table_name=temp_table, is_temporary=True)
         fields = ", ".join(f"json[{index}]" for index in range(1, len(self.flatten_schema) + 1))
@@ -262,7 +279,59 @@ class FastDbSync(DbSync):
             statements.append((self.update_from_temp_table(temp_table), []))
         statements.append((self.insert_from_temp_table(temp_table), []))
         statements.append((f"DROP TABLE {temp_table}", []))
-        self.conn.in_background(statements, then_delete=temp_file)
+
+        def repair(connection: Any) -> list[tuple[str, list]] | None:
+            if not self.keep_misfits(connection, records, rows):
+                return None
+            with open(temp_file, "wb") as file:
+                file.write(ROW_ENCODER.encode_lines(rows))
+            return [(f"DROP TABLE IF EXISTS {temp_table}", []), *statements]
+
+        self.conn.in_background(statements, then_delete=temp_file, repair=repair)
+
+    def keep_misfits(self, connection: Any, records: list[dict], rows: list[list]) -> bool:
+        """Values that do not convert to their column's type (a string amount, metadata that
+        is not an object): each goes to its row's `_sdc_extra` as Stripe sent it, its column
+        gets NULL, and one line per stream and field names the first object. Runs only once a
+        batch failed to convert (DuckDB's own TRY_CAST says which values). Returns whether
+        any value moved."""
+        names = list(self.flatten_schema)
+        extra_at = names.index(EXTRA)
+        moved = False
+        for index, (name, kind) in enumerate(zip(names, self.column_types(), strict=True)):
+            if kind == "varchar" or name == EXTRA:
+                continue
+            texts = list({row[index] for row in rows if row[index] is not None})
+            bad = {
+                text
+                for (text,) in connection.execute(
+                    f"SELECT v FROM unnest(?::VARCHAR[]) t(v) WHERE TRY_CAST(v AS {kind}) IS NULL",
+                    [texts],
+                ).fetchall()
+            }
+            for record, row in zip(records, rows, strict=True):
+                if row[index] in bad:
+                    extra = json.loads(row[extra_at]) if row[extra_at] else {}
+                    row[extra_at] = dumps(extra | {name: record.get(name)})
+                    row[index] = None
+                    self.report_misfit(record, name, kind)
+                    moved = True
+        return moved
+
+    def report_misfit(self, record: dict, name: str, kind: str) -> None:
+        stream = self.stream_schema_message["stream"]
+        if (stream, name) not in REPORTED:
+            REPORTED.add((stream, name))
+            self.logger.warning(
+                "stream %r: object %s: field %r is %s, which is not a %s: kept in column %s "
+                "(as is any later value of it that does not fit)",
+                stream,
+                record.get("id"),
+                name,
+                dumps(record.get(name))[:80],
+                kind.upper(),
+                EXTRA,
+            )
 
 
 class StateTracker:

@@ -561,3 +561,45 @@ def test_fields_beyond_the_schema_reach_the_warehouse_and_are_reported_once(tmp_
         ("b", 2, None),
         ("c", 3, {"flag": False}),
     ]
+
+
+def test_values_that_do_not_fit_their_column_are_kept_in_sdc_extra(tmp_path: Path):
+    """A string amount, metadata that is not an object, a date-time that is not one: each kept
+    as Stripe sent it, one line per field naming the first object; every row loads."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "amount": {"type": ["null", "integer"]},
+            "created": {"type": "string", "format": "date-time"},
+            "metadata": {"type": ["null", "object"]},
+        },
+    }
+    good = {"amount": 5, "created": "2025-03-01T10:00:00Z", "metadata": {"k": "v"}}
+    records = [
+        {"id": "ch_1"} | good,
+        {"id": "ch_2"} | good | {"amount": "12 EUR"},
+        {"id": "ch_3"} | good | {"metadata": "none", "amount": "x"},
+        {"id": "ch_4"} | good | {"created": 1740823200.5, "risk": 3},
+    ]
+    db = tmp_path / "misfits.duckdb"
+    config = {"path": str(db), "default_target_schema": "src"}
+    lines = [json.dumps(message) for message in singer_messages("things", schema, records)]
+    result = run(OURS, config, lines, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == json.loads(lines[-1])["value"]
+    warned = [line for line in result.stderr.splitlines() if "which is not a" in line]
+    assert len(warned) == 3, result.stderr[-3000:]
+    assert "stream 'things': object ch_2: field 'amount' is \"12 EUR\"" in warned[0]
+    assert "object ch_3: field 'metadata' is \"none\", which is not a JSON" in "\n".join(warned)
+    assert "object ch_4: field 'created' is 1740823200.5" in "\n".join(warned)
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(
+            f"SELECT id, amount, created IS NULL, metadata, {EXTRA} FROM src.things ORDER BY id"
+        ).fetchall()
+    assert [(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None) for r in rows] == [
+        ("ch_1", 5, False, '{"k": "v"}', None),
+        ("ch_2", None, False, '{"k": "v"}', {"amount": "12 EUR"}),
+        ("ch_3", None, False, None, {"amount": "x", "metadata": "none"}),
+        ("ch_4", 5, True, '{"k": "v"}', {"created": 1740823200.5, "risk": 3}),
+    ]
