@@ -340,8 +340,10 @@ def test_later_batches_and_runs_update_keys_and_add_columns_as_upstream_does(tmp
 
 
 def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> None:
-    """Batches load in the background; a STATE still waits for its batch, and for its error."""
-    bad = {"id": "ch_bad", "created": "not a date-time"}
+    """Batches load in the background; a STATE still waits for its batch, and for its error
+    (here a constraint of the warehouse's own that a row breaks: a value that does not fit its
+    column is kept, see below)."""
+    bad = {"id": "ch_bad", "created": "2025-03-01T10:00:00Z", "amount": 1_000}
     after_bad = {"bookmarks": {"charges": {"replication_key_value": "after the bad row"}}}
     lines = singer_lines(3)
     lines[2:2] = [
@@ -350,8 +352,13 @@ def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> 
     ]
     for name, command in {"ours": OURS, "upstream": UPSTREAM_VALUES}.items():
         config = {"path": str(tmp_path / f"{name}.duckdb"), "default_target_schema": "src"}
+        with duckdb.connect(config["path"]) as conn:
+            conn.execute(
+                "CREATE SCHEMA src; CREATE TABLE src.charges (amount HUGEINT CHECK (amount < 1000),"
+                " created TIMESTAMP, id VARCHAR PRIMARY KEY)"
+            )
         result = run(command, config | {"batch_size_rows": 2}, lines, tmp_path)
-        assert result.returncode != 0 and "not a date-time" in result.stderr
+        assert result.returncode != 0 and "CHECK constraint" in result.stderr, result.stderr
         assert result.stdout == "", name
 
 
