@@ -322,7 +322,7 @@ def test_batch_files_hold_the_records_of_stream_maps_and_flattening(emulator, ru
     customers = records["customers"]
     emails = [row[customers[0].index("email")] for row in customers[1:]]
     assert any(emails) and all(email is None or len(email) == 32 for email in emails)
-    assert set(records["small_charges"][0]) == {"id", "amount"}
+    assert set(records["small_charges"][0]) == {"id", "amount", "_sdc_extra"}
     charges = records["charges"]
     assert "outcome__type" in charges[0]
     assert any(row[charges[0].index("outcome__type")] for row in charges[1:])
