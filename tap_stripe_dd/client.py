@@ -4,13 +4,10 @@ and error translation. A concrete stream only names its endpoint and its filters
 from __future__ import annotations
 
 import calendar
-import queue
-import threading
-import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
-from functools import cached_property, lru_cache
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,16 +16,23 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._batch import SDKBatchMessage
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.schema.source import SchemaDirectory
 
-from tap_stripe_dd.batches import BatchFile
 from tap_stripe_dd.errors import UserError
-from tap_stripe_dd.slices import Slice, SliceScheduler
+from tap_stripe_dd.fetching import Page, PageRequest, Walk
+from tap_stripe_dd.records import (
+    DAY,
+    Plan,
+    apply_plan,
+    datetime_plan,
+    listed_objects,
+    to_rfc3339,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -38,17 +42,7 @@ DEFAULT_API_URL = "https://api.stripe.com"
 STRIPE_VERSION = "2024-06-20"
 #: Stripe opened in 2011: with neither bookmark nor start_date, history starts here.
 STRIPE_EPOCH = calendar.timegm((2011, 1, 1, 0, 0, 0))
-DAY = 86_400
 MAX_RETRY_WAIT = 60.0
-# Sparse slices are merged up to this many pages: each slice costs one partial page, so this
-# keeps that overhead near 4%, while a kill still re-reads little (see SliceScheduler).
-MERGE_PAGES = 25
-# A fetcher with nothing to take splits another's slice when that has this many pages left.
-STEAL_PAGES = 4
-IDLE_POLL_SECONDS = 0.05
-
-Plan = dict[str, "Plan | None"]
-"""Where the Unix-time fields are in a record: `None` marks one, a dict descends into an object."""
 
 
 def schemas_dir() -> Path:
@@ -65,51 +59,6 @@ def to_unix(value: str) -> int:
     return int(parsed.timestamp())
 
 
-CLOCK_MINUTES = [f"T{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60)]
-CLOCK_SECONDS = [f"{second:02d}Z" for second in range(60)]
-
-
-@lru_cache(maxsize=16_384)
-def utc_date(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
-
-
-def to_rfc3339(unix: int) -> str:
-    """`time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))`, at half the cost: every record
-    has a few of these, and dates repeat."""
-    day, second = divmod(unix, DAY)
-    return utc_date(day) + CLOCK_MINUTES[second // 60] + CLOCK_SECONDS[second % 60]
-
-
-def datetime_plan(schema: dict) -> Plan:
-    """Walk a JSON schema once to find every `date-time` field, so records convert without it."""
-    plan: Plan = {}
-    for name, node in schema.get("properties", {}).items():
-        items = node.get("items", node)
-        if node.get("format") == "date-time":
-            plan[name] = None
-        elif sub := datetime_plan(items):
-            plan[name] = sub
-    return plan
-
-
-def apply_plan(value: t.Any, plan: Plan) -> None:
-    """Turn Stripe's Unix-time integers into RFC 3339 strings, in place, objects and lists alike."""
-    if isinstance(value, list):
-        for item in value:
-            apply_plan(item, plan)
-        return
-    if not isinstance(value, dict):
-        return
-    for name, sub in plan.items():
-        field = value.get(name)
-        if sub is None:
-            if isinstance(field, int) and not isinstance(field, bool):
-                value[name] = to_rfc3339(field)
-        elif field is not None:
-            apply_plan(field, sub)
-
-
 def mask_secret(text: str, secret: str | None) -> str:
     """Stripe echoes keys as `sk_test_****abcd`; never let more than the last four through."""
     if secret and len(secret) > 4:
@@ -124,37 +73,6 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 class StripeAPIError(FatalAPIError):
     """A response the run cannot get past: shown as one line, never with the key or the body."""
-
-
-class Channel:
-    """Fetchers to their stream's thread: bounded, so memory stays flat, and closed by the
-    reader when it stops, so that no fetcher waits forever on a reader that has gone."""
-
-    def __init__(self, size: int) -> None:
-        self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
-        self.closed = threading.Event()
-
-    def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-
-class StripePaginator(BaseAPIPaginator[str | None]):
-    """Stripe's cursor: `starting_after` the last id of a page while `has_more` says so."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-
-    def get_next(self, response: requests.Response) -> str | None:
-        body = StripeStream.body(response)
-        if body.get("has_more") and body.get("data"):
-            return str(body["data"][-1]["id"])
-        return None
 
 
 class StripeStream(RESTStream[str | None]):
@@ -221,19 +139,37 @@ class StripeStream(RESTStream[str | None]):
 
         return super().request_decorator(limited)
 
-    def get_new_paginator(self) -> StripePaginator:
-        return StripePaginator()
-
     @cached_property
     def _filter_config(self) -> dict[str, t.Any]:
         return dict(self.config.get("filters", {}).get(self.name, {}))
 
-    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
-        assert context is not None, "requests are always made for a slice"
+    def saturated(self) -> bool:
+        """Whether requests to this endpoint queue for the rate limit now."""
+        return self._tap.rate_limiter.saturated(self.path)
+
+    def fetch_page(self, request: PageRequest) -> Page:
+        """One list page, retried as the settings say (see `Endpoint` in fetching.py)."""
+        prepared = self.build_prepared_request(
+            method="GET",
+            url=self.get_url(None),
+            params=self.page_params(request),
+            headers=self.http_headers,
+        )
+        return self._fetch_with_retries(prepared)
+
+    @cached_property
+    def _fetch_with_retries(self) -> t.Callable[[requests.PreparedRequest], Page]:
+        return self.request_decorator(self._fetch_once)
+
+    def _fetch_once(self, prepared: requests.PreparedRequest) -> Page:
+        body = self.body(self._request(prepared, None))
+        return Page(listed_objects(self.name, body["data"]), bool(body.get("has_more")))
+
+    def page_params(self, request: PageRequest) -> dict:
         params: dict[str, t.Any] = {
-            "limit": self.page_size,
-            "created[gte]": context["gte"],
-            "created[lt]": context["lt"],
+            "limit": request.limit,
+            "created[gte]": request.gte,
+            "created[lt]": request.lt,
         }
         for name in self.filters:
             value = self._filter_config.get(name)
@@ -241,8 +177,8 @@ class StripeStream(RESTStream[str | None]):
                 params.update({f"{name}[{op}]": bound for op, bound in value.items()})
             elif value is not None:
                 params[name] = value
-        if cursor := next_page_token or context.get("after"):
-            params["starting_after"] = cursor
+        if request.after:
+            params["starting_after"] = request.after
         return params
 
     # Responses: decoded once, errors translated.
@@ -255,9 +191,6 @@ class StripeStream(RESTStream[str | None]):
             cached = msgspec.json.decode(response.content)
             response._stripe_body = cached  # type: ignore[attr-defined]
         return cached
-
-    def parse_response(self, response: requests.Response) -> Iterable[dict]:
-        return self.body(response).get("data", [])
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
@@ -406,37 +339,28 @@ class StripeStream(RESTStream[str | None]):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    def _slice_events(self) -> Iterator[tuple[str, t.Any]]:
-        """Fetchers walk slices in threads; this generator, in the stream's own thread, hands on
-        their pages (`records`) and, each time the completed prefix of slices grows, the end of
-        that prefix (`bookmark`): everything created before it has been handed on."""
+    def _walk_events(self) -> Iterator[tuple[str, t.Any]]:
+        """The walk's pages (`records`) and each bookmark it allows that is past the state's."""
         start, end = self.sync_window()
-        step = max(1, int(float(self.config.get("slice_days", 30)) * DAY))
-        scheduler = SliceScheduler(start, end, step, merge_up_to=MERGE_PAGES * self.page_size)
-        channel = Channel(size=2 * self.concurrency)
-        for _ in range(self.concurrency):
-            threading.Thread(target=self._fetch, args=(scheduler, channel), daemon=True).start()
-        running = self.concurrency
-        try:
-            while running:
-                kind, piece, payload = self._tap.wait_for(channel.queue)
-                if kind == "records":
-                    yield kind, payload
-                elif kind == "done":
-                    bookmark = scheduler.complete(piece)
-                    previous = self.stream_state.get("replication_key_value")
-                    if not previous or to_unix(previous) < bookmark:
-                        yield "bookmark", bookmark
-                elif kind == "error":
-                    raise payload
-                else:
-                    running -= 1
-        finally:
-            channel.closed.set()
+        walk = Walk(
+            self,
+            start,
+            end,
+            slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
+            page_size=self.page_size,
+            concurrency=self.concurrency,
+            wait=self._tap.wait_for,
+        )
+        for kind, payload in walk.run():
+            if kind == "bookmark":
+                previous = self.stream_state.get("replication_key_value")
+                if previous and to_unix(previous) >= payload:
+                    continue
+            yield kind, payload
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
         """Records go to the SDK's writer; the bookmark moves once they are written."""
-        for kind, payload in self._slice_events():
+        for kind, payload in self._walk_events():
             if kind == "records":
                 self._page_extracted_at = utc_now()  # the page's time serves its records
                 yield from payload
@@ -449,95 +373,53 @@ class StripeStream(RESTStream[str | None]):
         """Records go to files (`batch_config`): a file is closed and announced (the SDK writes
         its BATCH message) before the STATE whose bookmark covers its records, so that no STATE
         ever confirms a record in a file the loader has not been told of."""
-        batch = BatchFile(batch_config, self.tap_name, self.name)
+        batch = self._batches = self._tap.batch_run(batch_config).stream(self._batch_outputs)
         with self.get_record_counter() as counter:
-            for kind, payload in self._slice_events():
+            for kind, payload in self._walk_events():
                 if kind == "records":
                     records = [r for r in map(self._batch_record, payload) if r is not None]
                     batch.write(records)
                     counter.increment(len(records))
                     continue
                 if batch.count:
-                    yield batch_config.encoding, [batch.close()]
+                    yield batch_config.encoding, batch.close()
                 self._write_bookmark(payload)
         if batch.count:  # a window that ends before the bookmark (`end_date`) never moves it
-            yield batch_config.encoding, [batch.close()]
+            yield batch_config.encoding, batch.close()
+
+    @cached_property
+    def _batch_outputs(self) -> list[tuple[str, t.Callable[[dict], dict | None] | None]]:
+        """The streams a batch goes out as, each with its map's transform, as the SDK writes
+        RECORD messages: a stream map may hash, drop or add properties, flatten, copy the
+        stream under another name; `__NULL__` sends nothing. None: records as they are."""
+        return [
+            (
+                stream_map.stream_alias,
+                None
+                if type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
+                else stream_map.transform,
+            )
+            for stream_map in self.stream_maps
+            if not isinstance(stream_map, RemoveRecordTransform)
+        ]
+
+    def _generate_batch_messages(
+        self, encoding: BaseBatchFileEncoding, manifest: list[str]
+    ) -> Iterator[SDKBatchMessage]:
+        """Each file announced as the stream its records go out as (the SDK would announce
+        every file under every alias)."""
+        aliases: dict[str, list[str]] = {}
+        for url in manifest:
+            aliases.setdefault(self._batches.alias_of(url), []).append(url)
+        for alias, urls in aliases.items():
+            yield SDKBatchMessage(stream=alias, encoding=encoding, manifest=urls)
 
     def _batch_record(self, record: dict) -> dict | None:
-        """A record as the SDK would write it in a RECORD message (stream maps aside: the SDK
-        announces a batch's files under each map's alias, as they are)."""
+        """A record as the SDK would write it in a RECORD message, before its stream maps."""
         row = self.post_process(record)
         if row is not None and self._deselects_properties:
             pop_deselected_record_properties(row, self.schema, self.mask)
         return row
-
-    def _fetch(self, scheduler: SliceScheduler, channel: Channel) -> None:
-        """One fetcher: pages through slice after slice until the run's are all emitted."""
-        try:
-            while piece := self._next_slice(scheduler, channel):
-                if not self._fetch_slice(scheduler, piece, channel):
-                    return
-        except Exception as exc:  # handed to the stream's thread, which raises it
-            channel.send(("error", None, exc))
-        finally:
-            channel.send(("exit", None, None))
-
-    def _next_slice(self, scheduler: SliceScheduler, channel: Channel) -> Slice | None:
-        """The oldest waiting slice; else, unless the endpoint's requests already queue for
-        the rate limit, the older half of the busiest one; else wait for either."""
-        steal_from = STEAL_PAGES * self.page_size
-        while not channel.closed.is_set():
-            if piece := scheduler.take():
-                return piece
-            if not self._tap.rate_limiter.saturated(self.path) and (
-                piece := scheduler.steal(min_objects=steal_from)
-            ):
-                return piece
-            if scheduler.finished():
-                return None
-            time.sleep(IDLE_POLL_SECONDS)
-        return None
-
-    def _fetch_slice(self, scheduler: SliceScheduler, piece: Slice, channel: Channel) -> bool:
-        """Sends the slice's pages, and `done` once it is complete, unless an older slice is
-        waiting: then the slice goes back, at a page edge, for the next free fetcher. Returns
-        False when the stream has stopped listening."""
-        page_size = self.page_size
-        page: list[dict] = []
-        for record in self.request_records(piece.params):
-            piece.seen += 1
-            piece.position = record["created"]
-            if record["created"] >= piece.gte:  # else stolen while its page was in flight
-                page.append(record)
-            if piece.seen % page_size:
-                continue
-            if not piece.judged and self.concurrency > 1:
-                self._split_if_dense(scheduler, piece)
-            piece.judged = True
-            if not channel.send(("records", piece, page)):
-                return False
-            page = []
-            if scheduler.yield_to_older(piece, str(record["id"])):
-                return True
-        return channel.send(("records", piece, page)) and channel.send(("done", piece, None))
-
-    def _split_if_dense(self, scheduler: SliceScheduler, piece: Slice) -> None:
-        """A first page that spans little of its slice means many pages to come: share them,
-        but only with fetchers that would otherwise run out of slices, and not while requests
-        queue for the rate limit anyway, since every extra slice costs a request (a partial
-        last page); and always the slice the bookmark waits on, whose parts the other fetchers
-        then take at their next page edge (`yield_to_older`), so that the bookmark moves after
-        about one slice's pages, not one slice per fetcher."""
-        pages_left = piece.objects_left() / self.page_size
-        if scheduler.holds_bookmark(piece):
-            idle = self.concurrency
-        elif self._tap.rate_limiter.saturated(self.path):
-            return
-        else:
-            idle = self.concurrency - scheduler.waiting()
-        parts = min(int(pages_left // 2), idle)
-        if parts >= 2 and piece.position is not None:
-            scheduler.split(piece, piece.position, parts)
 
     def _write_bookmark(self, end: int) -> None:
         """Everything created before `end` has been written: move the bookmark and say so."""

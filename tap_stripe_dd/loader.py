@@ -62,8 +62,9 @@ import msgspec
 import target_duckdb
 from target_duckdb.db_sync import DbSync, _should_json_dump_value
 
-from tap_stripe_dd.batches import local_folder
+from tap_stripe_dd.batches import RunClaims, local_folder
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
+from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
 FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
@@ -116,16 +117,32 @@ class LoaderConnection:
         self._worker = ThreadPoolExecutor(max_workers=1)
         self._pending: Future | None = None
 
-    def in_background(self, statements: list[tuple[str, list]], then_delete: str) -> None:
-        """Runs the statements in order once earlier ones are done, then deletes a file."""
+    def in_background(
+        self,
+        statements: list[tuple[str, list]],
+        then_delete: str,
+        repair: Callable[[Any], list[tuple[str, list]] | None] | None = None,
+    ) -> None:
+        """Runs the statements in order once earlier ones are done, then deletes a file. Should
+        a value not convert to its column's type, `repair` (given the connection) may return
+        the statements to run instead."""
         self.wait()
 
         def run() -> None:
-            for query, parameters in statements:
-                self._connection.execute(query, parameters)
+            try:
+                self._execute_all(statements)
+            except duckdb.ConversionException:
+                retry = repair(self._connection) if repair else None
+                if retry is None:
+                    raise
+                self._execute_all(retry)
             os.unlink(then_delete)
 
         self._pending = self._worker.submit(run)
+
+    def _execute_all(self, statements: list[tuple[str, list]]) -> None:
+        for query, parameters in statements:
+            self._connection.execute(query, parameters)
 
     def wait(self) -> None:
         """Returns once the background statements ran, or raises their error."""
@@ -144,8 +161,69 @@ class LoaderConnection:
         return getattr(self._connection, name)
 
 
+EXTRA = "_sdc_extra"
+"""The column of the fields an object has and its schema does not name, as one JSON object."""
+EXTRA_SCHEMA = {"type": ["null", "object"]}
+# (stream, field) already reported by this process.
+REPORTED: set[tuple[str, str]] = set()
+
+
+def with_extra_column(message: dict) -> dict:
+    """A SCHEMA message whose stream gets the `_sdc_extra` column too."""
+    schema = message.get("schema") or {}
+    properties = schema.get("properties") or {}
+    if EXTRA in properties:
+        return message
+    return message | {"schema": schema | {"properties": properties | {EXTRA: EXTRA_SCHEMA}}}
+
+
 class FastDbSync(DbSync):
-    """Upstream's DbSync with a faster key and batch load, for the same rows."""
+    """Upstream's DbSync with a faster key and batch load, for the same rows; and the fields a
+    record has beyond its schema (Stripe adds fields without a version bump) kept in
+    `_sdc_extra`, where upstream drops them."""
+
+    def __init__(
+        self, connection: Any, connection_config: dict, stream_schema_message: dict | None = None
+    ) -> None:
+        if stream_schema_message is not None:
+            stream_schema_message = with_extra_column(stream_schema_message)
+        super().__init__(connection, connection_config, stream_schema_message)
+        if stream_schema_message is not None:
+            self.known_fields = frozenset(stream_schema_message["schema"]["properties"])
+
+    def keep_extra_fields(self, records: Iterable[dict]) -> list[dict]:
+        """Records with the fields their schema does not name in `_sdc_extra`, as JSON text
+        (one string: the same for the JSON-lines and the CSV path, never flattened)."""
+        known = self.known_fields
+        records = list(records)
+        seen: set[str] = set()
+        for record in records:
+            if not known.issuperset(record):
+                extra = {name: value for name, value in record.items() if name not in known}
+                record[EXTRA] = dumps(extra)
+                seen.update(extra)
+        if seen:
+            self.report_extra_fields(seen)
+        return records
+
+    def report_extra_fields(self, fields: set[str]) -> None:
+        """One line per field, from the first run that sees it: a field already stored in
+        `_sdc_extra` by an earlier run is not reported again."""
+        stream = self.stream_schema_message["stream"]
+        table = self.table_name(stream, False)
+        for field in sorted(fields):
+            if (stream, field) in REPORTED:
+                continue
+            REPORTED.add((stream, field))
+            query = f"SELECT count(*) FROM {table} WHERE list_contains(json_keys({EXTRA}), ?)"
+            if not self.conn.execute(query, [field]).fetchone()[0]:
+                self.logger.warning(
+                    "stream %r: field %r is not in the schema (new at Stripe?): its values "
+                    "are kept in column %s",
+                    stream,
+                    field,
+                    EXTRA,
+                )
 
     def record_primary_key_string(self, record: dict) -> str | None:
         """Upstream flattens every record just to read its key; a top-level scalar key is the
@@ -181,6 +259,7 @@ class FastDbSync(DbSync):
 
     def load_rows(self, records: Iterable[dict], count: int, temp_dir: str) -> None:
         """Upstream's `load_rows`: its CSV fields as JSON lines, its SQL in the background."""
+        records = self.keep_extra_fields(records)
         if self.data_flattening_max_level:
             super().load_rows(records, count, temp_dir)
             return
@@ -188,8 +267,9 @@ class FastDbSync(DbSync):
         self.logger.info("Loading %d rows into '%s'", count, self.table_name(stream, False))
         temp_table = self.table_name(stream, is_temporary=True)
         temp_file = os.path.join(temp_dir, f"{temp_table}.json")
+        rows = self.csv_fields(records)
         with open(temp_file, "wb") as file:
-            file.write(ROW_ENCODER.encode_lines(self.csv_fields(list(records))))
+            file.write(ROW_ENCODER.encode_lines(rows))
         # Upstream's temporary table, but TEMP: its rows need not go through the warehouse's WAL.
         create = self.create_table_query(table_name=temp_table, is_temporary=True)
         fields = ", ".join(f"json[{index}]" for index in range(1, len(self.flatten_schema) + 1))
@@ -201,7 +281,59 @@ class FastDbSync(DbSync):
             statements.append((self.update_from_temp_table(temp_table), []))
         statements.append((self.insert_from_temp_table(temp_table), []))
         statements.append((f"DROP TABLE {temp_table}", []))
-        self.conn.in_background(statements, then_delete=temp_file)
+
+        def repair(connection: Any) -> list[tuple[str, list]] | None:
+            if not self.keep_misfits(connection, records, rows):
+                return None
+            with open(temp_file, "wb") as file:
+                file.write(ROW_ENCODER.encode_lines(rows))
+            return [(f"DROP TABLE IF EXISTS {temp_table}", []), *statements]
+
+        self.conn.in_background(statements, then_delete=temp_file, repair=repair)
+
+    def keep_misfits(self, connection: Any, records: list[dict], rows: list[list]) -> bool:
+        """Values that do not convert to their column's type (a string amount, metadata that
+        is not an object): each goes to its row's `_sdc_extra` as Stripe sent it, its column
+        gets NULL, and one line per stream and field names the first object. Runs only once a
+        batch failed to convert (DuckDB's own TRY_CAST says which values). Returns whether
+        any value moved."""
+        names = list(self.flatten_schema)
+        extra_at = names.index(EXTRA)
+        moved = False
+        for index, (name, kind) in enumerate(zip(names, self.column_types(), strict=True)):
+            if kind == "varchar" or name == EXTRA:
+                continue
+            texts = list({row[index] for row in rows if row[index] is not None})
+            bad = {
+                text
+                for (text,) in connection.execute(
+                    f"SELECT v FROM unnest(?::VARCHAR[]) t(v) WHERE TRY_CAST(v AS {kind}) IS NULL",
+                    [texts],
+                ).fetchall()
+            }
+            for record, row in zip(records, rows, strict=True):
+                if row[index] in bad:
+                    extra = json.loads(row[extra_at]) if row[extra_at] else {}
+                    row[extra_at] = dumps(extra | {name: record.get(name)})
+                    row[index] = None
+                    self.report_misfit(record, name, kind)
+                    moved = True
+        return moved
+
+    def report_misfit(self, record: dict, name: str, kind: str) -> None:
+        stream = self.stream_schema_message["stream"]
+        if (stream, name) not in REPORTED:
+            REPORTED.add((stream, name))
+            self.logger.warning(
+                "stream %r: object %s: field %r is %s, which is not a %s: kept in column %s "
+                "(as is any later value of it that does not fit)",
+                stream,
+                record.get("id"),
+                name,
+                dumps(record.get(name))[:80],
+                kind.upper(),
+                EXTRA,
+            )
 
 
 class StateTracker:
@@ -247,7 +379,7 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
     sys.exit(exit_code)
 
 
-def batch_records(message: dict) -> Iterator[dict]:
+def batch_records(message: dict, claims: RunClaims) -> Iterator[dict]:
     """A BATCH message's files, read as the RECORD messages they stand for, in order; each file
     is deleted once read. Its records were extracted by the time the file was last written."""
     stream = message.get("stream")
@@ -258,6 +390,7 @@ def batch_records(message: dict) -> Iterator[dict]:
         path = local_folder(str(url))
         if path is None:
             fail(f"stream {stream!r}: BATCH file {url} is not on this machine")
+        claims.claim(path)
         try:
             extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
             zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
@@ -278,14 +411,14 @@ def batch_records(message: dict) -> Iterator[dict]:
         path.unlink(missing_ok=True)
 
 
-def expand_batches(lines: Iterable[str]) -> Iterator[str | dict]:
+def expand_batches(lines: Iterable[str], claims: RunClaims) -> Iterator[str | dict]:
     """Lines as they come, but a BATCH message as its records (already decoded, which the
     decoder passes through). Only a line that mentions "BATCH" is decoded here to find out."""
     for line in lines:
         if '"BATCH"' in line:
             message = loads(line)
             if type(message) is dict and message.get("type") == "BATCH":
-                yield from batch_records(message)
+                yield from batch_records(message, claims)
                 continue
         yield line
 
@@ -298,19 +431,24 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     tracker = StateTracker(loader_connection.wait, publisher.when_due)
     target_duckdb.emit_state = tracker.emit
     target_duckdb.json = FastJson(tracker.loads)
+    claims = RunClaims()
     collecting = gc.isenabled()
     gc.disable()
     try:
         UPSTREAM_PERSIST_LINES(
-            loader_connection, config | {"flush_all_streams": True}, expand_batches(lines)
+            loader_connection, config | {"flush_all_streams": True}, expand_batches(lines, claims)
         )
+        tracker.forward_final()
+    except BaseException:  # an error, a stop signal: no batch file is left behind
+        claims.release(discard=True)
+        raise
     finally:
         target_duckdb.emit_state = UPSTREAM_EMIT_STATE
         target_duckdb.json = json
         if collecting:
             gc.enable()
-    tracker.forward_final()
     publisher.publish()
+    claims.release(discard=False)
 
 
 def duckdb_connect(config: dict) -> Any:
@@ -418,10 +556,23 @@ class Publisher:
 
 
 def main() -> None:
+    stop_on_signals()
     target_duckdb.duckdb_connect = duckdb_connect
     target_duckdb.DbSync = FastDbSync
     target_duckdb.persist_lines = persist_lines
-    target_duckdb.main()
+    try:
+        target_duckdb.main()
+    except Stopped as stopped:
+        exit_stopped("target-duckdb", stopped, "every STATE it sent is in the warehouse")
+    except (duckdb.Error, OSError) as exc:  # a full disk, a read-only warehouse or folder
+        fail(f"{write_error(exc)}; every STATE sent before is in the warehouse")
+
+
+def write_error(exc: duckdb.Error | OSError) -> str:
+    """DuckDB's message (its first line: it names the file), or the file and the system's."""
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'a file'}: {exc.strerror or exc}"
+    return str(exc).strip().splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -15,34 +15,29 @@ from __future__ import annotations
 
 import heapq
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(eq=False)
 class Slice:
+    #: A split or a steal narrows `gte` in place while the slice is fetched.
     gte: int
     lt: int
-    #: The request parameters while the slice is fetched: a split or a steal narrows `gte` in
-    #: place, and a slice handed back half-read carries its cursor (`after`) to the next fetcher.
-    params: dict[str, int | str] = field(init=False)
     #: Whether its density has been judged (on its first full page) already.
     judged: bool = False
-    #: Objects read so far, and the `created` of the last one: where the cursor stands.
+    #: Objects read so far, and the id and `created` of the last one: where the cursor stands
+    #: (a slice handed back half-read carries it to the next fetcher).
     seen: int = 0
+    after: str | None = None
     position: int | None = None
 
-    def __post_init__(self) -> None:
-        self.params = {"gte": self.gte, "lt": self.lt}
-
-    def narrow(self, gte: int) -> None:
-        self.gte = self.params["gte"] = gte
-
-    def widen(self, lt: int) -> None:
-        self.lt = self.params["lt"] = lt
+    def read(self, count: int, last_id: str, last_created: int) -> None:
+        self.seen += count
+        self.after, self.position = last_id, last_created
 
     @property
     def fresh(self) -> bool:
-        return self.seen == 0 and "after" not in self.params
+        return self.seen == 0
 
     def objects_left(self) -> float:
         """Estimated from the density read so far: objects between its start and the cursor."""
@@ -82,7 +77,7 @@ class SliceScheduler:
                 return None
             piece = heapq.heappop(self._pending)[2]
             while piece.fresh and self._pending and self._mergeable(piece, self._pending[0][2]):
-                piece.widen(heapq.heappop(self._pending)[2].lt)
+                piece.lt = heapq.heappop(self._pending)[2].lt
             self._open.add(piece)
             return piece
 
@@ -104,7 +99,7 @@ class SliceScheduler:
             if victim.objects_left() < min_objects or mid <= victim.gte:
                 return None
             stolen = Slice(victim.gte, mid)
-            victim.narrow(mid)
+            victim.gte = mid
             self._open.add(stolen)
             return stolen
 
@@ -123,14 +118,13 @@ class SliceScheduler:
         with self._lock:
             return piece.gte <= self._bookmark()
 
-    def yield_to_older(self, piece: Slice, cursor: str) -> bool:
-        """Hands `piece` back, to be resumed after `cursor`, when an older slice waits: the
+    def yield_to_older(self, piece: Slice) -> bool:
+        """Hands `piece` back, to be resumed at its cursor, when an older slice waits: the
         bookmark waits on the oldest one, so every fetcher should help there first. Resuming
         from the cursor costs no request."""
         with self._lock:
             if not self._pending or self._pending[0][0] >= piece.gte:
                 return False
-            piece.params["after"] = cursor
             self._open.discard(piece)
             self._push(piece)
             return True
@@ -143,7 +137,7 @@ class SliceScheduler:
             gte = piece.gte
             if oldest <= gte:
                 return
-            piece.narrow(oldest)
+            piece.gte = oldest
             step = max(1, -(-(oldest - gte) // parts))
             for start in range(gte, oldest, step):
                 self._push(Slice(start, min(start + step, oldest)))

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing as t
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -39,6 +40,8 @@ EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later
 # Meltano records a heartbeat every second, so a job silent for this long has no process left.
 # Meltano itself waits five minutes, since it cannot know that no other run is going.
 SILENT = timedelta(seconds=5)
+# A SIGTERM that reached this process alone reaches Meltano this much later (see stop_with).
+FORWARD_AFTER = 0.5
 
 Heartbeats = Callable[[], list[datetime]]
 
@@ -67,39 +70,60 @@ def sync_lock(root: Path) -> Iterator[int]:
         yield lock.fileno()
 
 
-def running_jobs(root: Path, environment: str | None) -> Heartbeats:
-    """The last heartbeats of the jobs marked RUNNING, read from the system database Meltano
-    would use (through Meltano's own settings and models, so `MELTANO_DATABASE_URI`, .env and
-    environments all count). Whatever stops the reading also stops `meltano run`, which says
-    what it is: then no job is reported here."""
-    from meltano.cli.cli import detect_selected_environment
-    from meltano.core.db import project_engine
-    from meltano.core.error import Error
-    from meltano.core.job import Job, State
-    from meltano.core.project import Project
-    from sqlalchemy.exc import SQLAlchemyError
+class RunningJobs:
+    """The jobs marked RUNNING in the system database Meltano would use (through Meltano's own
+    settings and models, so `MELTANO_DATABASE_URI`, .env and environments all count). Whatever
+    stops the reading also stops `meltano run`, which says what it is: then no job is reported
+    here."""
 
-    logging.disable(logging.INFO)  # Meltano's own lines (project, environment) come from its run
-    try:
-        project = Project(root)
-        selected, _ = detect_selected_environment(
-            cli_environment=environment, cli_no_environment=False, project=project
-        )
-        if selected:
-            project.activate_environment(selected)
-        _, sessions = project_engine(project)
-    except (Error, SQLAlchemyError):
-        return lambda: []
+    def __init__(self, root: Path, environment: str | None) -> None:
+        from meltano.cli.cli import detect_selected_environment
+        from meltano.core.db import project_engine
+        from meltano.core.error import Error
+        from meltano.core.project import Project
+        from sqlalchemy.exc import SQLAlchemyError
 
-    def heartbeats() -> list[datetime]:
+        self._sessions: Callable | None = None
+        logging.disable(logging.INFO)  # Meltano's lines (project, environment) come from its run
         try:
-            with sessions() as session:
-                jobs = session.query(Job).filter(Job.state == State.RUNNING).all()
-                return [job.last_heartbeat_at or job.started_at for job in jobs]
+            project = Project(root)
+            selected, _ = detect_selected_environment(
+                cli_environment=environment, cli_no_environment=False, project=project
+            )
+            if selected:
+                project.activate_environment(selected)
+            _, self._sessions = project_engine(project)
+        except (Error, SQLAlchemyError):
+            pass
+
+    def _jobs(self, session: t.Any) -> list:
+        from meltano.core.job import Job, State
+
+        return session.query(Job).filter(Job.state == State.RUNNING).all()
+
+    def heartbeats(self) -> list[datetime]:
+        """The last heartbeat (or start) of each job marked RUNNING."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if self._sessions is None:
+            return []
+        try:
+            with self._sessions() as session:
+                return [job.last_heartbeat_at or job.started_at for job in self._jobs(session)]
         except SQLAlchemyError:  # no tables yet: the project's first run
             return []
 
-    return heartbeats
+    def fail_silent(self) -> None:
+        """Marks the jobs whose heartbeat stopped as failed, as Meltano does with a stale job
+        (after five minutes): else the run forced past them leaves them RUNNING, and every
+        later sync says so again."""
+        assert self._sessions is not None, "only called once dead jobs were found"
+        now = datetime.now(timezone.utc)
+        with self._sessions() as session:
+            for job in self._jobs(session):
+                if now - (job.last_heartbeat_at or job.started_at) >= SILENT:
+                    job.fail(error="killed: no heartbeat (marked failed by stripe-dd sync)")
+            session.commit()
 
 
 def dead_jobs(heartbeats: Heartbeats) -> int:
@@ -137,11 +161,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(msg)
     os.umask(0o077)  # before the lock file, so that everything this run creates is the owner's
     with sync_lock(root) as lock:
-        dead = dead_jobs(running_jobs(root, args.environment))
+        jobs = RunningJobs(root, args.environment)
+        dead = dead_jobs(jobs.heartbeats)
         if dead:
+            jobs.fail_silent()
             log(
                 f"{dead} killed run(s) still marked RUNNING in Meltano's system database: "
-                "running with --force (a plain `meltano run` is refused for 5 minutes)"
+                "marked failed, running with --force (a plain `meltano run` is refused for "
+                "5 minutes)"
             )
         if removed := remove_leftovers(root):
             places = " and ".join(f"{folder}/" for folder in LEFTOVERS)
@@ -157,10 +184,47 @@ def run(args: argparse.Namespace) -> int:
         # Meltano gets the lock too: were this process killed alone, it would stay held until
         # Meltano ends.
         with subprocess.Popen(command, cwd=root, pass_fds=(lock,)) as meltano_run:
-            # Ctrl-C reaches Meltano as well, which stops the run cleanly: wait for it.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            stopped_by = stop_with(meltano_run)
             returncode = meltano_run.wait()
+    if stopped_by and returncode:  # Meltano says 1 after Ctrl-C: say which signal stopped it
+        return 128 + stopped_by[0]
     return returncode if returncode >= 0 else 128 - returncode  # killed by a signal: as a shell
+
+
+def told_to_stop(pid: int) -> bool:
+    """Whether a plugin of the Meltano process `pid` is stopping already: the tap and the loader
+    ignore stop signals once they got one (see signals.py)."""
+    for entry in Path("/proc").glob("[0-9]*/status"):
+        try:
+            status = dict(line.split(":\t", 1) for line in entry.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if status.get("PPid", "").strip() == str(pid):
+            ignored = int(status.get("SigIgn", "0"), 16)
+            if ignored & (1 << (signal.SIGTERM - 1)):
+                return True
+    return False
+
+
+def stop_with(meltano_run: subprocess.Popen) -> list[int]:
+    """SIGINT and SIGTERM stop the run, and are noted (the returned list). Ctrl-C reaches
+    Meltano as well (the terminal's whole process group), so does `systemctl stop` (the
+    service's control group); `docker stop` signals only the container's first process, this
+    one, and so does a `kill` of it: then the SIGTERM is passed on. A second one would cut
+    Meltano's own stopping short (it stops waiting for its plugins), so it is passed on only
+    if, a moment later, no plugin is stopping. Meltano stops its plugins; this waits for it."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM and len(received) == 1:
+            time.sleep(FORWARD_AFTER)
+            if not told_to_stop(meltano_run.pid):
+                meltano_run.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, note)
+    return received
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import typing as t
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
-from tap_stripe_dd.batches import batch_config_errors
+from tap_stripe_dd.batches import BatchRun, batch_config_errors
 from tap_stripe_dd.client import (
     DEFAULT_API_URL,
     STRIPE_VERSION,
@@ -37,7 +37,11 @@ from tap_stripe_dd.client import (
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.progress import DEFAULT_INTERVAL, Progress
 from tap_stripe_dd.ratelimit import RateLimiter
+from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 from tap_stripe_dd.streams import STREAM_TYPES
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BatchConfig
 
 
 class InvalidConfig(UserError):
@@ -87,6 +91,8 @@ MIN_SLICE_DAYS = 0.1
 
 # Young objects the cyclic collector lets pile up before it runs (Python's default: 700).
 GC_THRESHOLD = 20_000
+# On a stop (signal, failed stream), how long the other streams get to stop at a page edge.
+STOP_SECONDS = 2.0
 
 
 def quiet_collector() -> None:
@@ -239,6 +245,7 @@ class TapStripe(Tap):
         self.thread_local = threading.local()
         self.aborted = threading.Event()
         self._sdk_lock = threading.Lock()
+        self._batch_run: BatchRun | None = None
         super().__init__(*args, **kwargs)
         self.progress = Progress(
             self.logger,
@@ -277,13 +284,42 @@ class TapStripe(Tap):
             ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool,
         ):
             futures = [pool.submit(self._sync_stream, stream) for stream in streams]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except Stopped as stopped:
+                self._stop(futures)
+                exit_stopped(self.name, stopped, "the next run resumes from the last STATE sent")
             failed = [future for future in done if future.exception()]
             if failed:
                 self.aborted.set()
+                wait(futures, timeout=STOP_SECONDS)
+                if self._batch_run:
+                    self._batch_run.discard_unannounced()
                 raise t.cast("BaseException", failed[0].exception())
         for stream in streams:
             stream.log_sync_costs()
+
+    def _setup_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM stop the run (see signals.py), not the SDK's sync to the end."""
+        if threading.current_thread() is threading.main_thread():
+            stop_on_signals()
+
+    def _stop(self, futures: list[Future]) -> None:
+        """On a stop signal: streams stop at their next page, the file each was writing (never
+        announced) is deleted, and what was written goes out as whole lines."""
+        self.aborted.set()
+        wait(futures, timeout=STOP_SECONDS)
+        if self._batch_run:
+            self._batch_run.stop()
+        if self._sdk_lock.acquire(timeout=STOP_SECONDS):  # no stream is writing a message
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+
+    def batch_run(self, config: BatchConfig) -> BatchRun:
+        """This run's batch files (one name, one lock), set up by the first stream to write."""
+        if self._batch_run is None:
+            self._batch_run = BatchRun(config, self.name)
+        return self._batch_run
 
     def _sync_stream(self, stream: Stream) -> None:
         with self._sdk_lock:
@@ -481,8 +517,11 @@ def api_url_errors(url: str) -> list[str]:
 
 def main() -> None:
     """The SDK's CLI, with a user's mistake or a dead end at Stripe shown as one line."""
+    stop_on_signals()  # from the start: the SDK's handlers come with the tap
     try:
         TapStripe.cli()
+    except Stopped as stopped:
+        exit_stopped("tap-stripe-dd", stopped, "the next run resumes from the last STATE sent")
     except UserError as exc:
         fail(str(exc), exc.exit_code)
     except (json.JSONDecodeError, simplejson.JSONDecodeError) as exc:

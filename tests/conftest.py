@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -465,3 +466,45 @@ def remove_files(paths: Iterable[Path]) -> None:
     """Run files a killed Meltano left behind (one holds the key): not left in the repo."""
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+@contextmanager
+def read_only_folder(folder: Path) -> Iterator[Path]:
+    """`folder`, with what it holds, made read-only for the processes a test starts: by its
+    mode for a plain user; for root, whom modes do not stop, as a read-only tmpfs mounted over
+    it (skipped where root may not mount)."""
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
+        for path in modes:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield folder
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    copy = folder.with_name(folder.name + ".copy")
+    folder.rename(copy)
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(folder)], check=False).returncode:
+        folder.rmdir()
+        copy.rename(folder)
+        pytest.skip("root may not mount here: no read-only folder to test with")
+    try:
+        subprocess.run(["cp", "-a", f"{copy}/.", str(folder)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        folder.rmdir()
+        copy.rename(folder)
+
+
+def file_size_limit(size: int) -> Callable[[], None]:
+    """A `preexec_fn`: as on a full disk, no file the process writes grows past `size` bytes
+    (writes fail with EFBIG, Python ignoring SIGXFSZ). Needs no privilege."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit

@@ -7,16 +7,41 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+import duckdb
 import pytest
+from singer_sdk.helpers._batch import BatchConfig
 
-from conftest import STREAMS, TEST_KEY, tap_config
+from conftest import (
+    ROOT,
+    RUN_JOB,
+    STREAMS,
+    TEST_KEY,
+    Warehouse,
+    assert_warehouse_exact,
+    file_size_limit,
+    kill_first_run,
+    meltano_env,
+    meltano_lock,
+    read_only_folder,
+    remove_files,
+    tap_config,
+)
+from tap_stripe_dd.batches import BatchRun, RunClaims, run_of
 from tap_stripe_dd.client import to_rfc3339, to_unix
+from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.sync import BATCH_FILES
 from tap_stripe_dd.tap import TapStripe
+
+BIN = Path(sys.executable).parent
 
 
 def batch_run(emulator, run_tap, folder: Path, compression: str) -> list[dict]:
@@ -134,3 +159,173 @@ def test_records_of_a_window_that_never_moves_the_bookmark_are_announced(
     assert expected, "an empty window would prove nothing"
     assert {record["id"] for url in urls for record in read_batch(url)} == expected
     assert run.bookmark("charges") == to_rfc3339(bookmark), "the bookmark moved back"
+
+
+def batch_config_dict(folder: Path) -> dict:
+    return {"encoding": {"format": "jsonl"}, "storage": {"root": folder.as_uri()}}
+
+
+def batch_config(folder: Path) -> BatchConfig:
+    return BatchConfig.from_dict(batch_config_dict(folder))
+
+
+def test_a_run_removes_the_files_of_dead_runs_only(tmp_path):
+    """Files of a run whose lock nobody holds (killed with -9) go when the next run starts; a
+    live run's stay, and so do those of a run whose tap has gone while its loader reads."""
+    config = batch_config(tmp_path)
+    live, reading, dead = (BatchRun(config, "tap-stripe-dd") for _ in range(3))
+    files = {}
+    for name, run in (("live", live), ("reading", reading), ("dead", dead)):
+        batch = run.file("charges")
+        batch.write([{"id": f"ch_{name}"}])
+        files[name] = Path(urlparse(batch.close()).path)
+    claims = RunClaims()
+    claims.claim(files["reading"])
+    os.close(reading._lock)  # its tap ended; its loader still holds the run
+    os.close(dead._lock)  # as the kernel does for a process killed with -9
+    legacy = tmp_path / "tap-stripe-dd--refunds-0123abcd-1.jsonl"  # an earlier version's file
+    legacy.write_text('{"id": "re_1"}\n')
+    BatchRun(config, "tap-stripe-dd")
+    assert files["live"].exists() and files["reading"].exists()
+    assert not files["dead"].exists() and not legacy.exists()
+    assert not run_of(files["dead"]).exists()
+    claims.release(discard=False)
+    assert not files["reading"].exists() and not run_of(files["reading"]).exists()
+
+
+@pytest.mark.slow
+def test_the_next_plain_run_removes_the_batch_files_a_killed_run_left(emulators, warehouse):
+    """`kill -9` of a plain `meltano run` while the tap writes a batch file: the next run (here
+    with --force, past the job Meltano keeps RUNNING) deletes it and loads every object once."""
+    batches = ROOT / BATCH_FILES
+
+    def writing(wh: Warehouse, emulator: StripeEmulator) -> bool:
+        return any(path.suffix == ".jsonl" for path in batches.glob("*"))
+
+    with meltano_lock():
+        wh, emulator, killed = kill_first_run(
+            emulators, warehouse, writing, meltano_env(TEST_KEY), objects=600, latency_ms=50
+        )
+        left = [path for path in killed.leftovers if path.parent == batches]
+        try:
+            assert any(path.suffix == ".jsonl" for path in left), killed.leftovers
+            wh.meltano(*RUN_JOB[:3], "--force", RUN_JOB[3])
+            still = [path for path in left if path.exists()]
+        finally:
+            remove_files(killed.leftovers)
+    assert not still, f"the killed run's batch files are still there: {still}"
+    assert_warehouse_exact(wh, emulator)
+
+
+def run_tap_limited(config: dict, tmp_path: Path, **options: Any) -> subprocess.CompletedProcess:
+    """The tap as a process, with `subprocess.run` options (a file size limit)."""
+    config_file = tmp_path / "tap.json"
+    config_file.write_text(json.dumps(config))
+    command = [str(BIN / "tap-stripe-dd"), "--config", str(config_file)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, **options)
+
+
+def assert_tap_failed_in_one_line(result: subprocess.CompletedProcess, folder: Path) -> str:
+    """Exit 1, the folder and the system's reason in one line; left in the folder, if
+    anything, only files announced before a STATE (never one that was being written)."""
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tap-stripe-dd: error: cannot write batch files in {folder}: "), last
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    announced = {
+        Path(urlparse(url).path).name
+        for message in messages
+        if message["type"] == "BATCH"
+        for url in message["manifest"]
+    }
+    left = {path.name for path in folder.glob("*.jsonl")} if folder.is_dir() else set()
+    assert left <= announced, f"files written but never announced: {left - announced}"
+    return last
+
+
+def test_an_unwritable_batch_folder_fails_in_one_line(emulator, tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    with read_only_folder(parent):
+        config = tap_config(emulator, batch_config=batch_config_dict(parent / "batches"))
+        result = run_tap_limited(config, tmp_path)
+    last = assert_tap_failed_in_one_line(result, parent / "batches")
+    assert last.endswith(("Read-only file system", "Permission denied")), last
+
+
+def test_a_full_disk_fails_in_one_line_and_leaves_no_unannounced_file(emulator, tmp_path):
+    folder = tmp_path / "batches"
+    config = tap_config(emulator, batch_config=batch_config_dict(folder))
+    result = run_tap_limited(config, tmp_path, preexec_fn=file_size_limit(40_000))
+    assert assert_tap_failed_in_one_line(result, folder).endswith("File too large")
+
+
+# Stream maps and flattening: batch files hold exactly the records RECORD messages would.
+
+STREAM_MAPS = {
+    "customers": {"email": "md5(email) if email else None"},
+    "refunds": "__NULL__",
+    "small_charges": {"__source__": "charges", "id": "id", "amount": "amount", "__else__": None},
+    "payouts": {"__alias__": "paid_out"},
+}
+
+
+def load(messages: str, db: Path, tmp_path: Path) -> dict[str, list[tuple]]:
+    """The tap's output loaded by the project's loader; every table's columns and rows."""
+    config = tmp_path / f"{db.stem}.json"
+    config.write_text(json.dumps({"path": str(db), "default_target_schema": "src"}))
+    loaded = subprocess.run(
+        [str(BIN / "target-duckdb-dd"), "--config", str(config)],
+        input=messages,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'src'"
+        ).fetchall()
+        return {
+            table: [
+                tuple(column[0] for column in conn.execute(f"DESCRIBE src.{table}").fetchall()),
+                *sorted(conn.execute(f"SELECT * FROM src.{table}").fetchall(), key=repr),
+            ]
+            for (table,) in tables
+        }
+
+
+def test_batch_files_hold_the_records_of_stream_maps_and_flattening(emulator, run_tap, tmp_path):
+    """Both ways load identical tables under maps (a hashed column, a dropped stream, an alias
+    of a stream, a renamed stream) and flattening."""
+    config = tap_config(
+        emulator, stream_maps=STREAM_MAPS, flattening_enabled=True, flattening_max_depth=1
+    )
+    tables = {}
+    for mode in ("records", "batch"):
+        if mode == "batch":
+            config["batch_config"] = batch_config_dict(tmp_path / "batches")
+        run = run_tap(config)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (mode == "batch") == ('"type":"BATCH"' in run.stdout.replace(" ", ""))
+        tables[mode] = load(run.stdout, tmp_path / f"{mode}.duckdb", tmp_path)
+    records = tables["records"]
+    assert set(records) == {
+        "balance_transactions",
+        "charges",
+        "customers",
+        "disputes",
+        "paid_out",
+        "small_charges",
+    }
+    customers = records["customers"]
+    emails = [row[customers[0].index("email")] for row in customers[1:]]
+    assert any(emails) and all(email is None or len(email) == 32 for email in emails)
+    assert set(records["small_charges"][0]) == {"id", "amount", "_sdc_extra"}
+    charges = records["charges"]
+    assert "outcome__type" in charges[0]
+    assert any(row[charges[0].index("outcome__type")] for row in charges[1:])
+    for table, rows in records.items():
+        assert tables["batch"].get(table) == rows, f"{table}: batch mode loads other rows"
+    assert tables["batch"].keys() == records.keys()

@@ -27,7 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from target_duckdb.db_sync import DbSync
 
-from tap_stripe_dd.loader import FastDbSync, loads
+from conftest import file_size_limit, read_only_folder
+from tap_stripe_dd.loader import EXTRA, FastDbSync, loads, with_extra_column
 
 BIN = Path(sys.executable).parent
 OURS = [str(BIN / "target-duckdb-dd")]
@@ -279,7 +280,8 @@ def load(command: list[str], db: Path, runs: list[list[dict]], **config: Any) ->
 
 def warehouse_contents(db: Path) -> dict[str, tuple[list, list]]:
     """Every table's columns with their types, and its rows as text (JSON exactly as stored),
-    without the time of loading."""
+    without the time of loading, nor `_sdc_extra` (upstream drops the fields it keeps: tested
+    on its own)."""
     contents = {}
     with duckdb.connect(str(db), read_only=True) as conn:
         tables = conn.execute(
@@ -288,8 +290,9 @@ def warehouse_contents(db: Path) -> dict[str, tuple[list, list]]:
         for schema, table in tables:
             columns = conn.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
-                [schema, table],
+                "WHERE schema_name = ? AND table_name = ? AND column_name != ? "
+                "ORDER BY column_index",
+                [schema, table, EXTRA],
             ).fetchall()
             texts = ", ".join(
                 f'"{name}"::VARCHAR' for name, _ in columns if name != "_sdc_batched_at"
@@ -337,8 +340,10 @@ def test_later_batches_and_runs_update_keys_and_add_columns_as_upstream_does(tmp
 
 
 def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> None:
-    """Batches load in the background; a STATE still waits for its batch, and for its error."""
-    bad = {"id": "ch_bad", "created": "not a date-time"}
+    """Batches load in the background; a STATE still waits for its batch, and for its error
+    (here a constraint of the warehouse's own that a row breaks: a value that does not fit its
+    column is kept, see below)."""
+    bad = {"id": "ch_bad", "created": "2025-03-01T10:00:00Z", "amount": 1_000}
     after_bad = {"bookmarks": {"charges": {"replication_key_value": "after the bad row"}}}
     lines = singer_lines(3)
     lines[2:2] = [
@@ -347,8 +352,13 @@ def test_a_batch_that_fails_to_load_is_confirmed_by_no_state(tmp_path: Path) -> 
     ]
     for name, command in {"ours": OURS, "upstream": UPSTREAM_VALUES}.items():
         config = {"path": str(tmp_path / f"{name}.duckdb"), "default_target_schema": "src"}
+        with duckdb.connect(config["path"]) as conn:
+            conn.execute(
+                "CREATE SCHEMA src; CREATE TABLE src.charges (amount HUGEINT CHECK (amount < 1000),"
+                " created TIMESTAMP, id VARCHAR PRIMARY KEY)"
+            )
         result = run(command, config | {"batch_size_rows": 2}, lines, tmp_path)
-        assert result.returncode != 0 and "not a date-time" in result.stderr
+        assert result.returncode != 0 and "CHECK constraint" in result.stderr, result.stderr
         assert result.stdout == "", name
 
 
@@ -436,7 +446,7 @@ def test_csv_fields_are_the_fields_of_upstreams_csv_rows(records: list[dict]) ->
     message = {"stream": "things", "schema": THINGS_SCHEMA, "key_properties": ["id"]}
     config = {"path": "unused.duckdb", "default_target_schema": "src"}
     ours = FastDbSync(None, config, copy.deepcopy(message)).csv_fields(records)
-    upstream = DbSync(None, config, copy.deepcopy(message))
+    upstream = DbSync(None, config, with_extra_column(copy.deepcopy(message)))
     for record, row in zip(records, ours, strict=True):
         assert "" not in row  # DuckDB would load "" as an empty string, upstream's CSV as NULL
         assert csv_line(row) == csv_line(upstream.record_to_flattened(record))
@@ -472,3 +482,131 @@ def test_odd_messages_decode_as_json_loads_decodes_them(line: str) -> None:
 def test_what_json_loads_refuses_fails_as_upstream_fails(line: str) -> None:
     with pytest.raises(json.JSONDecodeError):
         loads(line)
+
+
+# A full disk, a read-only warehouse: one line, and every STATE sent stands for rows in DuckDB.
+
+
+def counted_lines(groups: int, size: int) -> list[str]:
+    """Groups of records, each followed by a STATE counting the records so far."""
+    lines = singer_lines(0)[:1]
+    for group in range(groups):
+        for index in range(group * size, (group + 1) * size):
+            record = {"id": f"ch_{index:06d}", "created": "2025-03-01T10:00:00Z", "amount": index}
+            lines.append(json.dumps({"type": "RECORD", "stream": "charges", "record": record}))
+        lines.append(json.dumps({"type": "STATE", "value": {"count": (group + 1) * size}}))
+    return lines
+
+
+def assert_failed_in_one_line(result: subprocess.CompletedProcess, db: Path, *words: str) -> None:
+    """Exit 1, one line naming the problem, and each STATE sent covers rows in the warehouse."""
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("target-duckdb: error: "), result.stderr[-3000:]
+    assert all(word in last for word in words), last
+    states = [json.loads(line)["count"] for line in result.stdout.splitlines() if line.strip()]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM src.charges").fetchone()[0]
+    assert rows >= max(states, default=0), "a STATE was sent for rows that are not in DuckDB"
+
+
+def test_a_full_disk_fails_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "warehouse" / "full.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 2_000}
+    first = run(OURS, config, counted_lines(1, 2_000), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    config_file = tmp_path / "target.json"
+    result = subprocess.run(
+        [*OURS, "--config", str(config_file)],
+        input="\n".join(counted_lines(40, 2_000)) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=file_size_limit(db.stat().st_size + 300_000),
+    )
+    assert_failed_in_one_line(result, db, "File too large")
+
+
+def test_a_read_only_warehouse_fails_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "warehouse"
+    db = folder / "ro.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 100}
+    first = run(OURS, config, counted_lines(1, 100), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    with read_only_folder(folder):
+        result = run(OURS, config, counted_lines(3, 100), tmp_path)
+    assert_failed_in_one_line(result, db, str(db))
+
+
+# Fields Stripe adds without a version bump: kept in `_sdc_extra`, reported once.
+
+
+def test_fields_beyond_the_schema_reach_the_warehouse_and_are_reported_once(tmp_path: Path):
+    schema = {"type": "object", "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}
+    new = {"risk": {"score": 7, "tags": ["a"]}, "flag": True}
+    runs = [
+        singer_messages("things", schema, [{"id": "a", "n": 1} | new, {"id": "b", "n": 2}]),
+        singer_messages("things", schema, [{"id": "c", "n": 3, "flag": False}]),
+        singer_messages("things", schema, [{"id": "a", "n": 4, "flag": None, "late": "x"}]),
+    ]
+    db = tmp_path / "extra.duckdb"
+    config = {"path": str(db), "default_target_schema": "src", "batch_size_rows": 1}
+    reports = []
+    for messages in runs:
+        result = run(OURS, config, [json.dumps(message) for message in messages], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append([line for line in result.stderr.splitlines() if "not in the schema" in line])
+    assert [len(lines) for lines in reports] == [2, 0, 1], reports
+    assert "stream 'things': field 'flag'" in reports[0][0]
+    assert "stream 'things': field 'risk'" in reports[0][1]
+    assert "stream 'things': field 'late'" in reports[2][0]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(f"SELECT id, n, {EXTRA} FROM src.things ORDER BY id").fetchall()
+    assert [(id_, n, json.loads(extra) if extra else None) for id_, n, extra in rows] == [
+        ("a", 4, {"flag": None, "late": "x"}),
+        ("b", 2, None),
+        ("c", 3, {"flag": False}),
+    ]
+
+
+def test_values_that_do_not_fit_their_column_are_kept_in_sdc_extra(tmp_path: Path):
+    """A string amount, metadata that is not an object, a date-time that is not one: each kept
+    as Stripe sent it, one line per field naming the first object; every row loads."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "amount": {"type": ["null", "integer"]},
+            "created": {"type": "string", "format": "date-time"},
+            "metadata": {"type": ["null", "object"]},
+        },
+    }
+    good = {"amount": 5, "created": "2025-03-01T10:00:00Z", "metadata": {"k": "v"}}
+    records = [
+        {"id": "ch_1"} | good,
+        {"id": "ch_2"} | good | {"amount": "12 EUR"},
+        {"id": "ch_3"} | good | {"metadata": "none", "amount": "x"},
+        {"id": "ch_4"} | good | {"created": 1740823200.5, "risk": 3},
+    ]
+    db = tmp_path / "misfits.duckdb"
+    config = {"path": str(db), "default_target_schema": "src"}
+    lines = [json.dumps(message) for message in singer_messages("things", schema, records)]
+    result = run(OURS, config, lines, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == json.loads(lines[-1])["value"]
+    warned = [line for line in result.stderr.splitlines() if "which is not a" in line]
+    assert len(warned) == 3, result.stderr[-3000:]
+    assert "stream 'things': object ch_2: field 'amount' is \"12 EUR\"" in warned[0]
+    assert "object ch_3: field 'metadata' is \"none\", which is not a JSON" in "\n".join(warned)
+    assert "object ch_4: field 'created' is 1740823200.5" in "\n".join(warned)
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(
+            f"SELECT id, amount, created IS NULL, metadata, {EXTRA} FROM src.things ORDER BY id"
+        ).fetchall()
+    assert [(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None) for r in rows] == [
+        ("ch_1", 5, False, '{"k": "v"}', None),
+        ("ch_2", None, False, '{"k": "v"}', {"amount": "12 EUR"}),
+        ("ch_3", None, False, None, {"amount": "x", "metadata": "none"}),
+        ("ch_4", 5, True, '{"k": "v"}', {"created": 1740823200.5, "risk": 3}),
+    ]

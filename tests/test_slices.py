@@ -38,18 +38,15 @@ def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_w
         elif choice == 3 and open_slices:
             piece = pick(where)  # a page read: the cursor moves back into the slice
             top = piece.lt - 1 if piece.position is None else piece.position
-            piece.position = piece.gte + int(where * (top - piece.gte))
-            piece.seen += parts
+            piece.read(parts, f"ch_{parts}", piece.gte + int(where * (top - piece.gte)))
         elif choice == 4 and open_slices:
             piece = pick(where)
             oldest = piece.gte + int(where * (piece.lt - piece.gte))
             scheduler.split(piece, oldest, parts)
-            assert (piece.params["gte"], piece.params["lt"]) == (piece.gte, piece.lt)
         elif choice == 5 and open_slices:
             piece = pick(where)
-            if scheduler.yield_to_older(piece, f"ch_{parts}"):
+            if scheduler.yield_to_older(piece):
                 open_slices.remove(piece)
-                assert piece.params["after"] == f"ch_{parts}"
                 older = scheduler.take()
                 assert older is not None and older.gte < piece.gte, "handed back for nothing"
                 open_slices.append(older)
@@ -88,20 +85,22 @@ def test_sparse_slices_merge_once_the_density_is_known_and_a_busy_one_is_stolen_
     assert scheduler.steal(min_objects=25) is None, "too little left to be worth a request"
     stolen = scheduler.steal(min_objects=10)
     assert stolen and (stolen.gte, stolen.lt) == (100, 200)
-    assert (merged.gte, merged.params["gte"]) == (200, 200), "the victim keeps the newer half"
+    assert (merged.gte, merged.lt) == (200, 500), "the victim keeps the newer half"
 
 
 def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_cursor():
     scheduler = SliceScheduler(0, 300, 100)
     first, second = scheduler.take(), scheduler.take()
     assert first and second
-    assert not scheduler.yield_to_older(second, "ch_2"), "only newer slices wait"
+    second.read(25, "ch_2", 150)
+    assert not scheduler.yield_to_older(second), "only newer slices wait"
     scheduler.split(first, 80, 2)  # the bookmark's slice turned out dense: two parts wait
-    assert scheduler.yield_to_older(second, "ch_2")
-    assert [scheduler.take().params for _ in range(3)] == [
-        {"gte": 0, "lt": 40},
-        {"gte": 40, "lt": 80},
-        {"gte": 100, "lt": 200, "after": "ch_2"},
+    assert scheduler.yield_to_older(second)
+    taken = [scheduler.take() for _ in range(3)]
+    assert [(p.gte, p.lt, p.after, p.position) for p in taken] == [
+        (0, 40, None, None),
+        (40, 80, None, None),
+        (100, 200, "ch_2", 150),
     ]
     assert scheduler.complete(second) == 0, "the bookmark waits on the older parts"
 

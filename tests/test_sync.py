@@ -124,14 +124,18 @@ def test_sync_after_a_killed_meltano_run_goes_ahead_at_once_and_removes_the_key_
             remove_files([*killed.leftovers, unread])
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert (
-        "1 killed run(s) still marked RUNNING in Meltano's system database: running with --force"
-        in synced.stderr
+        "1 killed run(s) still marked RUNNING in Meltano's system database: marked failed, "
+        "running with --force" in synced.stderr
     )
     removed = re.search(r"removed (\d+) file\(s\) that killed runs left", synced.stderr)
     assert removed and int(removed[1]) >= len(configs) + 1, synced.stderr[-3000:]
     assert not left, "the key file or the batch file is still there"
-    assert jobs(wh)[-1] == "SUCCESS"
+    assert jobs(wh) == ["FAIL", "SUCCESS"], "the killed run is still marked RUNNING"
     assert_warehouse_exact(wh, emulator)
+    with meltano_lock():
+        again = sync(wh)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "killed run" not in again.stderr, "a later sync warns of the same killed run"
     assert_no_secret(KEY, killed.output, synced, wh.path, wh.path.with_name("meltano.db"))
 
 

@@ -1,0 +1,195 @@
+"""The fetch loop of one walk: fetcher threads page through `created` slices side by side, and
+the walk's own thread hands on their records and the bookmark that the completed prefix allows.
+
+A walk knows nothing of HTTP or of Singer. It is driven through a narrow interface:
+
+- an `Endpoint` fetches one page of a slice (`fetch_page`) and says whether its requests queue
+  for the rate limit (`saturated`), so that the walk does not add requests that would only wait;
+- `Walk.run()` yields `("records", page)` for every page read, and `("bookmark", end)` each time
+  everything created before `end` has been handed on.
+
+A stream of one account is one walk; another account, or another feed that lists newest first
+with `created` filters (Stripe's events), is another walk over its own `Endpoint`, with its own
+bookmark and its own rate-limit scope.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import typing as t
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from tap_stripe_dd.slices import Slice, SliceScheduler
+
+# Sparse slices are merged up to this many pages: each slice costs one partial page, so this
+# keeps that overhead near 4%, while a kill still re-reads little (see SliceScheduler).
+MERGE_PAGES = 25
+# A fetcher with nothing to take splits another's slice when that has this many pages left.
+STEAL_PAGES = 4
+IDLE_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page of the objects created in `[gte, lt)`, newest first, `limit` of them at most;
+    after the object `after` (created at `before`) when the slice has been read that far."""
+
+    gte: int
+    lt: int
+    limit: int
+    after: str | None = None
+    before: int | None = None
+
+
+class Page(t.NamedTuple):
+    records: list[dict]
+    has_more: bool
+
+
+class Endpoint(t.Protocol):
+    """What a walk needs of the API: one page at a time, and whether requests queue."""
+
+    def fetch_page(self, request: PageRequest) -> Page: ...
+
+    def saturated(self) -> bool: ...
+
+
+class Channel:
+    """Fetchers to the walk's thread: bounded, so memory stays flat, and closed by the reader
+    when it stops, so that no fetcher waits forever on a reader that has gone."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
+        self.closed = threading.Event()
+
+    def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+
+class Walk:
+    """The objects created in `[start, end)` of one endpoint, read by `concurrency` fetchers.
+
+    Slices (`slices.py`) are taken oldest first, sparse ones merged and dense ones shared: a
+    dense slice is split on its first page, an idle fetcher steals the older half of the
+    busiest one, and a fetcher hands its slice back at a page edge when an older one waits,
+    so that the bookmark moves early and never leaves a gap.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        start: int,
+        end: int,
+        *,
+        slice_seconds: int,
+        page_size: int,
+        concurrency: int,
+        wait: Callable[[queue.Queue], t.Any] = queue.Queue.get,
+    ) -> None:
+        self.endpoint = endpoint
+        self.page_size = page_size
+        self.concurrency = concurrency
+        self.wait = wait
+        self.scheduler = SliceScheduler(
+            start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
+        )
+
+    def run(self) -> Iterator[tuple[str, t.Any]]:
+        """Pages (`records`) in the order fetchers read them and, each time the completed
+        prefix of slices grows, its end (`bookmark`)."""
+        channel = Channel(size=2 * self.concurrency)
+        for _ in range(self.concurrency):
+            threading.Thread(target=self._fetch, args=(channel,), daemon=True).start()
+        running = self.concurrency
+        try:
+            while running:
+                kind, piece, payload = self.wait(channel.queue)
+                if kind == "records":
+                    yield kind, payload
+                elif kind == "done":
+                    yield "bookmark", self.scheduler.complete(piece)
+                elif kind == "error":
+                    raise payload
+                else:
+                    running -= 1
+        finally:
+            channel.closed.set()
+
+    def _fetch(self, channel: Channel) -> None:
+        """One fetcher: pages through slice after slice until the walk's are all emitted."""
+        try:
+            while piece := self._next_slice(channel):
+                if not self._fetch_slice(piece, channel):
+                    return
+        except Exception as exc:  # handed to the walk's thread, which raises it
+            channel.send(("error", None, exc))
+        finally:
+            channel.send(("exit", None, None))
+
+    def _next_slice(self, channel: Channel) -> Slice | None:
+        """The oldest waiting slice; else, unless the endpoint's requests already queue for
+        the rate limit, the older half of the busiest one; else wait for either."""
+        scheduler = self.scheduler
+        steal_from = STEAL_PAGES * self.page_size
+        while not channel.closed.is_set():
+            if piece := scheduler.take():
+                return piece
+            if not self.endpoint.saturated() and (piece := scheduler.steal(steal_from)):
+                return piece
+            if scheduler.finished():
+                return None
+            time.sleep(IDLE_POLL_SECONDS)
+        return None
+
+    def _fetch_slice(self, piece: Slice, channel: Channel) -> bool:
+        """Sends the slice's pages, and `done` once it is complete, unless an older slice is
+        waiting: then the slice goes back, at a page edge, for the next free fetcher. Returns
+        False when the walk has stopped listening."""
+        while True:
+            request = PageRequest(piece.gte, piece.lt, self.page_size, piece.after, piece.position)
+            page = self.endpoint.fetch_page(request)
+            records = page.records
+            if records:
+                last = records[-1]
+                piece.read(len(records), str(last["id"]), last["created"])
+                if last["created"] < piece.gte:  # stolen from while the page was in flight
+                    records = [r for r in records if r["created"] >= piece.gte]
+            if not page.has_more:
+                return channel.send(("records", piece, records)) and channel.send(
+                    ("done", piece, None)
+                )
+            if not piece.judged and self.concurrency > 1:
+                self._split_if_dense(piece)
+            piece.judged = True
+            if not channel.send(("records", piece, records)):
+                return False
+            if self.scheduler.yield_to_older(piece):
+                return True
+
+    def _split_if_dense(self, piece: Slice) -> None:
+        """A first page that spans little of its slice means many pages to come: share them,
+        but only with fetchers that would otherwise run out of slices, and not while requests
+        queue for the rate limit anyway, since every extra slice costs a request (a partial
+        last page); and always the slice the bookmark waits on, whose parts the other fetchers
+        then take at their next page edge (`yield_to_older`), so that the bookmark moves after
+        about one slice's pages, not one slice per fetcher."""
+        scheduler = self.scheduler
+        pages_left = piece.objects_left() / self.page_size
+        if scheduler.holds_bookmark(piece):
+            idle = self.concurrency
+        elif self.endpoint.saturated():
+            return
+        else:
+            idle = self.concurrency - scheduler.waiting()
+        parts = min(int(pages_left // 2), idle)
+        if parts >= 2 and piece.position is not None:
+            scheduler.split(piece, piece.position, parts)
