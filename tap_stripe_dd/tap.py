@@ -32,6 +32,8 @@ from tap_stripe_dd.client import (
     STRIPE_VERSION,
     StripeStream,
     mask_secret,
+    masked_url,
+    network_error_message,
     to_unix,
 )
 from tap_stripe_dd.errors import UserError
@@ -483,14 +485,6 @@ def stream_filters(chosen: dict[str, t.Any]) -> dict[str, t.Any]:
     }
 
 
-def masked_url(url: str) -> str:
-    """The URL with any user name and password inside it replaced by ****."""
-    parsed = urlparse(url)
-    if "@" not in parsed.netloc:
-        return url
-    return parsed._replace(netloc="****@" + parsed.netloc.rpartition("@")[2]).geturl()
-
-
 def is_loopback_host(host: str) -> bool:
     """`localhost`, or a loopback IP address: a name that merely starts with 127. is neither."""
     if host.lower() == "localhost":
@@ -546,21 +540,6 @@ def fail(message: str, exit_code: int) -> t.NoReturn:
         handler.flush()
     print(f"tap-stripe-dd: error: {message}", file=sys.stderr)
     sys.exit(exit_code)
-
-
-def network_error_message(exc: requests.RequestException) -> str:
-    """requests' own text is a paragraph of pool internals; say where and what, once."""
-    url = urlparse(getattr(exc.request, "url", None) or "")
-    if isinstance(exc, requests.Timeout):
-        what = "no response in time"
-    elif "refused" in str(exc):
-        what = "connection refused"
-    else:
-        what = "connection failed"
-    if not url.netloc:  # refused before it was sent; its text may quote a header (the key)
-        return f"could not send a request ({type(exc).__name__})"
-    where = masked_url(f"{url.scheme}://{url.netloc}")
-    return f"could not reach {where} ({what}, retries exhausted)"
 
 
 if __name__ == "__main__":
