@@ -397,12 +397,6 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         "receipt_url": f"https://pay.stripe.com/receipts/payment/{rng.token(32)}"
         if profile["paid"]
         else None,
-        "refunds": {
-            "data": [],
-            "has_more": False,
-            "object": "list",
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
         "review": store.foreign_id("prv", index) if rng.chance(1) else None,
     }, shared
 
