@@ -21,7 +21,7 @@ from tap_stripe_dd.emulator.lifecycles import (
     plan_payout,
     schedule_refund,
 )
-from tap_stripe_dd.emulator.objects import RESOURCES
+from tap_stripe_dd.emulator.objects import DISPUTE_LIFE, RESOURCES
 from tap_stripe_dd.emulator.state import action
 from tap_stripe_dd.emulator.versions import Obj
 from tap_stripe_dd.emulator.vocabulary import PAYOUT_FAILURES
@@ -29,7 +29,6 @@ from tap_stripe_dd.emulator.vocabulary import PAYOUT_FAILURES
 if TYPE_CHECKING:
     from tap_stripe_dd.emulator.state import State
 
-DISPUTE_WINDOW = 60 * 86_400  # a dispute's lifecycle lasts at most this long
 CHARGE_EVENTS = {"succeeded": "charge.succeeded", "failed": "charge.failed"}
 CREATED_EVENTS = {
     "customers": "customer.created",
@@ -44,7 +43,7 @@ def adopt(state: State, now: int) -> None:
     """Schedules the recent born objects' creation events and unfinished lifecycles."""
     dataset = state.dataset
     for resource in RESOURCES:
-        window = DISPUTE_WINDOW if resource == "disputes" else RETENTION
+        window = DISPUTE_LIFE if resource == "disputes" else RETENTION
         first = dataset.timeline.first_index_from((now - window, -1))
         for index in range(first, dataset.count):
             obj = state.get(resource, index)

@@ -22,6 +22,8 @@ from tap_stripe_dd.emulator.state import State
 from tap_stripe_dd.emulator.versions import DEFAULT_ACCOUNT_VERSION, LATEST, valid
 
 DEFAULT_CREATED_FROM = 1_704_067_200  # 2024-01-01T00:00:00Z; the data set ends at `now`
+MAX_ACTIVITY = 10_000  # per hour: a month of history is then 7 million acts, minutes to run
+MAX_ACCOUNTS = 10_000
 HISTORY = 30 * 86_400  # activity has run for this long before the clock's start
 
 
@@ -76,8 +78,14 @@ class StripeEmulator:
             raise ValueError("latency and jitter must not be negative")
         if cache_size < 0:
             raise ValueError("cache_size must not be negative")
-        if activity < 0:
-            raise ValueError("activity must not be negative")
+        if not 0 <= port <= 65_535:
+            raise ValueError(f"port must be 0 to 65535 (0 picks a free one), not {port}")
+        if not 0 <= activity <= MAX_ACTIVITY:
+            raise ValueError(f"activity must be 0 to {MAX_ACTIVITY} per hour, not {activity}")
+        if isinstance(accounts, int) and not 0 <= accounts <= MAX_ACCOUNTS:
+            raise ValueError(f"accounts must be 0 to {MAX_ACCOUNTS}, not {accounts}")
+        if now is not None and not 0 <= now < 1 << 40:
+            raise ValueError(f"now must be a Unix time, not {now}")
         if not events_lag >= 0:
             raise ValueError("events_lag must not be negative")
         if not valid(account_api_version):
@@ -270,13 +278,14 @@ class StripeEmulator:
         self,
         method: str,
         path: str,
-        params: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+        params: dict[str, object] | Sequence[tuple[str, object]] | None = None,
         account: str | None = None,
         version: str = LATEST,
     ) -> dict:
         """A write as over HTTP (e.g. `write("POST", "/v1/refunds", {"charge": charge_id})`),
         without HTTP; returns the answer, or raises StripeError with Stripe's error."""
-        items = list(params.items()) if isinstance(params, dict) else list(params or ())
+        pairs = params.items() if isinstance(params, dict) else params or ()
+        items = [(name, str(value)) for name, value in pairs]
         headers = {"Authorization": "Bearer sk_test_emulatorWrite0000", "Stripe-Version": version}
         if account is not None:
             headers["Stripe-Account"] = account

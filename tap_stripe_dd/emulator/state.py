@@ -131,7 +131,7 @@ class State:
         (or what `fields(that object)` gives) over it, listed from `t` on; records events."""
         (index,) = self.dataset.add(resource, 1, t, visible_at=t)
         base = self.template(resource, index)
-        obj = {**base, **(fields(base) if callable(fields) else fields)}
+        obj = {**base, **(fields(base) if callable(fields) else fields), "created": t}
         self.put(resource, index, obj)
         if resource == "refunds" and obj.get("charge"):
             self.refunds.setdefault(obj["charge"], []).append(index)

@@ -106,7 +106,7 @@ class Form:
         return {name: self.plain[name] or None for name in names if name in self.plain}
 
 
-def existing(state: State, resource: str, object_id: str, param: str | None = None) -> int:
+def existing(state: State, resource: str, object_id: str, param: str = "id") -> int:
     found = state.find(object_id)
     if (
         found is None
