@@ -34,10 +34,11 @@ class Event:
     created: int
     type: str
     resource: str
-    object: Obj
+    object: Obj | None  # None: born object `born`, unchanged, read when first served
     previous: Obj | None
     request: str | None
     refunds: Sequence[Obj] = ()  # a charge's refunds when it happened, for old versions
+    born: int = -1
     json: bytes | None = field(default=None, repr=False)
 
     @property
@@ -46,8 +47,9 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, key: int, version: str) -> None:
+    def __init__(self, key: int, version: str, born: Callable[[str, int], Obj]) -> None:
         self.version = version
+        self._born = born
         self._codec = IdCodec("evt", key, 24)
         self._events: list[Event] = []
         self._times: list[int] = []
@@ -74,8 +76,11 @@ class EventLog:
     def json(self, event: Event) -> bytes:
         if event.json is None:
             refunds = event.refunds
+            obj = event.object
+            if obj is None:
+                obj = self._born(event.resource, event.born)
             data: dict[str, Any] = {
-                "object": render(event.resource, event.object, self.version, lambda _: refunds)
+                "object": render(event.resource, obj, self.version, lambda _: refunds)
             }
             if event.previous is not None:
                 data["previous_attributes"] = event.previous

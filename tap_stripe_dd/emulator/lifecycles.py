@@ -434,7 +434,8 @@ def plan_payout(
     failure = (
         (rng.below(len(PAYOUT_FAILURES)) if rng.chance(5) else -1) if failure is None else failure
     )
-    state.schedule(min(t + rng.between(HOUR, 6 * HOUR), arrival), "send_payout", index)
+    sent = min(t + rng.between(6 * HOUR, DAY), arrival - HOUR)
+    state.schedule(max(t + 60, sent), "send_payout", index)
     state.schedule(arrival, "arrive", index, failure, adds)
 
 
