@@ -129,6 +129,12 @@ class State:
             body = self._rendered[resource, index] = compact(obj).encode()
         return body
 
+    def prewarm(self) -> None:
+        """Renders every changed object's canonical JSON now (see Dataset.prewarm)."""
+        for resource, overlay in self.overlay.items():
+            for index in list(overlay):
+                self.canonical_json(resource, index)
+
     def render(self, resource: str, index: int, version: str) -> Obj:
         return render(resource, self.get(resource, index), version, self.refunds_of)
 
