@@ -27,6 +27,8 @@ from tap_stripe_dd.emulator.versions import Obj, canonical, render, sublist
 TEMPLATES = 256  # born objects that new objects start from
 PREFIXES = {spec.prefix: name for name, spec in RESOURCES.items()}
 compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# A charge's `refunds` in old versions when it has none, up to its id (see old_json).
+NO_REFUNDS = b',"refunds":' + compact(sublist("/v1/charges/", [])).encode()[:-2]
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}  # name -> what it does; filled by lifecycles.py and activity.py
 
@@ -116,8 +118,7 @@ class State:
             body = self.dataset.json(resource, [index])[0]
             charge_id = self.dataset.id(resource, index)
             if charge_id not in self.refunds and b'"three_d_secure":{' not in body:
-                empty = compact(sublist(f"/v1/charges/{charge_id}/refunds", []))
-                return body[:-1] + b',"refunds":' + empty.encode() + b"}"
+                return b"".join((body[:-1], NO_REFUNDS, charge_id.encode(), b'/refunds"}}'))
         return compact(self.render(resource, index, version)).encode()
 
     def canonical_json(self, resource: str, index: int) -> bytes:
