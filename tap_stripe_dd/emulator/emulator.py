@@ -62,6 +62,8 @@ class StripeEmulator:
     ) -> None:
         self.seed = seed
         self.count = objects
+        if now is not None and not 0 <= now < 1 << 40:
+            raise ValueError(f"now must be a Unix time, not {now}")
         self.clock = Clock(now, frozen)
         start = int(self.clock.start)
         self.created_from = DEFAULT_CREATED_FROM if created_from is None else created_from
@@ -84,12 +86,13 @@ class StripeEmulator:
             raise ValueError(f"activity must be 0 to {MAX_ACTIVITY} per hour, not {activity}")
         if isinstance(accounts, int) and not 0 <= accounts <= MAX_ACCOUNTS:
             raise ValueError(f"accounts must be 0 to {MAX_ACCOUNTS}, not {accounts}")
-        if now is not None and not 0 <= now < 1 << 40:
-            raise ValueError(f"now must be a Unix time, not {now}")
+
         if not events_lag >= 0:
             raise ValueError("events_lag must not be negative")
         if not valid(account_api_version):
-            raise ValueError(f"account_api_version must look like {LATEST}")
+            raise ValueError(
+                f"the account API version must look like {LATEST}, not {account_api_version!r}"
+            )
         self.activity = activity
         self._api_key = api_key
         self.events_lag = events_lag
