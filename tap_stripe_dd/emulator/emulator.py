@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from tap_stripe_dd.emulator import activity as _activity  # noqa: F401  (registers its actions)
+from tap_stripe_dd.emulator import disputes as _disputes  # noqa: F401  (registers its actions)
 from tap_stripe_dd.emulator.accounts import Accounts
 from tap_stripe_dd.emulator.api import KEY_SHAPE, Api
 from tap_stripe_dd.emulator.born import adopt
