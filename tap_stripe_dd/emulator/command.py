@@ -8,12 +8,38 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from tap_stripe_dd.emulator.emulator import StripeEmulator
+from tap_stripe_dd.emulator.versions import DEFAULT_ACCOUNT_VERSION
 from tap_stripe_dd.errors import UserError
 
 DAY = 86_400
+DESCRIPTION = """\
+Serve a living Stripe account on 127.0.0.1 until stopped. The first line printed is the URL.
+
+It lists and retrieves balance_transactions, charges, customers, disputes, payouts, refunds
+(with expand[]), serves /v1/events, /v1/account and /v1/accounts, and takes Stripe's writes.
+It has its own clock (--now, the Date header): as it runs or is advanced, payouts get paid (or
+fail), balance transactions become available, disputes and refunds move on, and --activity
+creates and changes more. Events are kept 30 days and listed --events-lag seconds late; objects
+render in Stripe-Version, else in --account-api-version (so does every event's data.object).
+
+  URL=http://127.0.0.1:12111; KEY=sk_test_emulator0000000
+  curl -u $KEY: "$URL/v1/events?type=charge.*&limit=100"      # or types[]=...&types[]=...
+  curl -u $KEY: "$URL/v1/charges?expand[]=data.customer" -H "Stripe-Version: 2024-06-20"
+  curl -u $KEY: $URL/v1/customers -d email=jenny@example.com -d "metadata[plan]=pro"
+  curl -u $KEY: $URL/v1/customers/cus_... -d name="Jenny Rosen" -d "metadata[plan]="
+  curl -u $KEY: -X DELETE $URL/v1/customers/cus_...
+  curl -u $KEY: $URL/v1/charges -d amount=2000 -d currency=usd -d customer=cus_...
+  curl -u $KEY: $URL/v1/charges/ch_... -d description="Order 42" -d "metadata[order]=42"
+  curl -u $KEY: $URL/v1/refunds -d charge=ch_... -d amount=500
+  curl -u $KEY: $URL/v1/disputes/dp_... -d "evidence[customer_name]=Jenny"
+  curl -u $KEY: -X POST $URL/v1/disputes/dp_.../close
+  curl -u $KEY: $URL/v1/payouts -d amount=5000 -d currency=usd
+  curl -u $KEY: -X POST $URL/v1/payouts/po_.../cancel
+  curl -X POST $URL/_emulator/clock -d advance=86400           # a day passes: {"now": ...}
+"""
 
 
 def unix_time(end_of_day: bool) -> Any:
@@ -35,9 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "emulator",
         help="serve a local Stripe-compatible API",
-        description="Serve deterministic Stripe objects on 127.0.0.1 until stopped. The first "
-        "line printed is the URL.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
+    parser.error = one_line_error  # type: ignore[method-assign]
     parser.add_argument("--port", type=int, default=12111, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="the same seed serves the same data")
     parser.add_argument("--objects", type=int, default=1_000, help="objects per endpoint")
@@ -59,6 +86,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=unix_time(end_of_day=True),
         metavar="DATE",
         help="last creation time, YYYY-MM-DD (whole day, UTC) or Unix time (default 2025-12-31)",
+    )
+    parser.add_argument(
+        "--now",
+        type=unix_time(end_of_day=False),
+        metavar="DATE",
+        help="the clock's start, YYYY-MM-DD (UTC) or Unix time (default: the machine's time); "
+        "it runs with real time from there",
+    )
+    parser.add_argument(
+        "--activity",
+        type=int,
+        default=0,
+        metavar="N",
+        help="objects created or changed per emulated hour, in the last 30 days and from now on "
+        "(default 0: only lifecycles move)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="connected accounts, listed by GET /v1/accounts, each with its own data (default 0)",
+    )
+    parser.add_argument(
+        "--events-lag",
+        type=float,
+        default=2,
+        metavar="SECONDS",
+        help="how long after its `created` an event is listed (default 2)",
+    )
+    parser.add_argument(
+        "--account-api-version",
+        default=DEFAULT_ACCOUNT_VERSION,
+        metavar="VERSION",
+        help="the accounts' default API version, for events and requests without "
+        f"Stripe-Version (default {DEFAULT_ACCOUNT_VERSION})",
     )
     parser.add_argument(
         "--cache-size",
@@ -91,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             cache_size=args.cache_size,
             prewarm=args.prewarm,
+            now=args.now,
+            activity=args.activity,
+            accounts=args.accounts,
+            events_lag=args.events_lag,
+            account_api_version=args.account_api_version,
         )
         began = time.monotonic()
         if args.prewarm:
@@ -105,11 +173,22 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(emulator.url, flush=True)
     prewarmed = f", built in {time.monotonic() - began:.1f} s" if args.prewarm else ""
-    say(f"{args.objects} objects per endpoint{prewarmed}, seed {args.seed}; Ctrl-C to stop")
+    living = f", activity {args.activity}/h" if args.activity else ""
+    accounts = f", {args.accounts} connected accounts" if args.accounts else ""
+    say(
+        f"{args.objects} objects per endpoint{prewarmed}, seed {args.seed}{living}{accounts}, "
+        f"platform {emulator.platform_id}; Ctrl-C to stop"
+    )
     while not stop.wait(0.5):
         pass
     emulator.stop()
     return 0
+
+
+def one_line_error(message: str) -> NoReturn:
+    """argparse's errors as the rest of the CLI's: one line, exit code 2, no usage block."""
+    print(f"stripe-dd emulator: error: {message} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def say(message: str) -> None:
