@@ -7,7 +7,6 @@ import calendar
 import operator
 import socket
 import threading
-import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
