@@ -626,10 +626,14 @@ def test_ctrl_c_stops_a_query_in_one_line(warehouse, argv):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # started, imported, running the query
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        time.sleep(1.5)  # started, imported, running the query
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a query that Ctrl-C did not stop would run for hours
+        proc.wait()
     assert proc.returncode == 130
     assert err == f"stripe-dd {argv[0]}: error: interrupted (Ctrl-C): the query was stopped\n"
 
