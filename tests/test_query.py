@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -618,6 +619,13 @@ def test_a_timeout_is_a_number_of_seconds(warehouse, capsys, value):
     assert "is not a number of seconds" in capsys.readouterr().err
 
 
+def has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(str(path) == os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process or a descriptor went away meanwhile
+        return False
+
+
 @pytest.mark.parametrize("argv", [["query", SLOW, "--timeout", "0"], ["query", SLOW]])
 def test_ctrl_c_stops_a_query_in_one_line(warehouse, argv):
     proc = subprocess.Popen(
@@ -626,10 +634,17 @@ def test_ctrl_c_stops_a_query_in_one_line(warehouse, argv):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # started, imported, running the query
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        opened = time.monotonic() + 60
+        while not has_open(proc.pid, warehouse) and time.monotonic() < opened:
+            time.sleep(0.05)  # starting: a Ctrl-C now would be Python's KeyboardInterrupt
+        time.sleep(1)  # the file is opened just before the query starts
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a query that Ctrl-C did not stop would run for hours
+        proc.wait()
     assert proc.returncode == 130
     assert err == f"stripe-dd {argv[0]}: error: interrupted (Ctrl-C): the query was stopped\n"
 

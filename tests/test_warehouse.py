@@ -322,3 +322,30 @@ def test_the_missing_warehouse_hint_is_a_command_that_works(
     answered = subprocess.run(ask, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert answered.returncode == 0, answered.stderr
     assert answered.stdout.splitlines()[2].strip() == "20"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--objects", "-1"], "--objects takes a whole number from 1 to 1,000,000, not '-1'"),
+        (["--objects", "0"], "--objects takes a whole number from 1 to 1,000,000, not '0'"),
+        (["--objects", "abc"], "--objects takes a whole number from 1 to 1,000,000, not 'abc'"),
+        (["--objects", "2e6"], "--objects takes a whole number from 1 to 1,000,000, not '2e6'"),
+        (["--objects", "10000000"], "--objects takes a whole number from 1 to 1,000,000, not "),
+        (["--seed", "x"], "--seed takes a whole number, not 'x'"),
+        (["--seed", "1.5"], "--seed takes a whole number, not '1.5'"),
+    ],
+)
+def test_the_demo_refuses_nonsense_in_one_line(argv, message):
+    proc = subprocess.run(
+        [STRIPE_DD, "demo", *argv],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"stripe-dd demo: error: {message}")
+    assert proc.stderr.count("\n") == 1
