@@ -29,6 +29,9 @@ from tap_stripe_dd.slices import Slice, SliceScheduler
 MERGE_PAGES = 25
 # A fetcher with nothing to take splits another's slice when that has this many pages left.
 STEAL_PAGES = 4
+# The slice the bookmark waits on is shared in parts of at least this many pages while the
+# endpoint's requests queue for the rate limit (else of two).
+SATURATED_PART_PAGES = 8
 IDLE_POLL_SECONDS = 0.05
 
 
@@ -99,6 +102,7 @@ class Walk:
         self.page_size = page_size
         self.concurrency = concurrency
         self.wait = wait
+        self.head: Slice | None = None
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -117,6 +121,8 @@ class Walk:
                     yield kind, payload
                 elif kind == "done":
                     yield "bookmark", self.scheduler.complete(piece)
+                elif kind == "probed":
+                    yield "bookmark", self.scheduler.bookmark()
                 elif kind == "error":
                     raise payload
                 else:
@@ -127,20 +133,29 @@ class Walk:
     def _fetch(self, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the walk's are all emitted."""
         try:
-            while piece := self._next_slice(channel):
-                if not self._fetch_slice(piece, channel):
+            while task := self._next_task(channel):
+                if isinstance(task, Slice):
+                    if not self._fetch_slice(task, channel):
+                        return
+                elif not self._probe(*task, channel):
                     return
         except Exception as exc:  # handed to the walk's thread, which raises it
             channel.send(("error", None, exc))
         finally:
             channel.send(("exit", None, None))
 
-    def _next_slice(self, channel: Channel) -> Slice | None:
-        """The oldest waiting slice; else, unless the endpoint's requests already queue for
-        the rate limit, the older half of the busiest one; else wait for either."""
+    def _next_task(self, channel: Channel) -> Slice | tuple[int, int] | None:
+        """The whole window, read from the top, first; then a probe for where history begins
+        while that is not known; the oldest waiting slice; else, unless the endpoint's requests
+        already queue for the rate limit, the older half of the busiest one; else wait."""
         scheduler = self.scheduler
         steal_from = STEAL_PAGES * self.page_size
         while not channel.closed.is_set():
+            if piece := scheduler.head():
+                self.head = piece
+                return piece
+            if bounds := scheduler.probe():
+                return bounds
             if piece := scheduler.take():
                 return piece
             if not self.endpoint.saturated() and (piece := scheduler.steal(steal_from)):
@@ -160,13 +175,18 @@ class Walk:
             records = page.records
             if records:
                 last = records[-1]
-                piece.read(len(records), str(last["id"]), last["created"])
+                piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
                 if last["created"] < piece.gte:  # stolen from while the page was in flight
                     records = [r for r in records if r["created"] >= piece.gte]
             if not page.has_more:
                 return channel.send(("records", piece, records)) and channel.send(
                     ("done", piece, None)
                 )
+            if piece is self.head and not piece.judged and self.scheduler.found_top(piece):
+                # Where history ends, and how dense it is there: the head waits while where
+                # it begins is found.
+                piece.judged = True
+                return channel.send(("records", piece, records))
             if not piece.judged and self.concurrency > 1:
                 self._split_if_dense(piece)
             piece.judged = True
@@ -175,21 +195,39 @@ class Walk:
             if self.scheduler.yield_to_older(piece):
                 return True
 
+    def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
+        """The first page of `[gte, lt)`, where history may begin: without objects, it does
+        not; with some, they are handed on, and the range is a slice (see `probed`)."""
+        piece = Slice(gte, lt)
+        page = self.endpoint.fetch_page(PageRequest(gte, lt, self.page_size))
+        records = page.records
+        if records:
+            last = records[-1]
+            piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
+        self.scheduler.probed(piece, complete=not page.has_more)
+        if not records:
+            return channel.send(("probed", None, None))
+        return channel.send(("records", piece, records)) and (
+            page.has_more or channel.send(("done", piece, None))
+        )
+
     def _split_if_dense(self, piece: Slice) -> None:
         """A first page that spans little of its slice means many pages to come: share them,
         but only with fetchers that would otherwise run out of slices, and not while requests
         queue for the rate limit anyway, since every extra slice costs a request (a partial
         last page); and always the slice the bookmark waits on, whose parts the other fetchers
         then take at their next page edge (`yield_to_older`), so that the bookmark moves after
-        about one slice's pages, not one slice per fetcher."""
+        about one slice's pages, not one slice per fetcher (in parts of `SATURATED_PART_PAGES`
+        while requests queue: more parts would not make it faster)."""
         scheduler = self.scheduler
         pages_left = piece.objects_left() / self.page_size
+        saturated = self.endpoint.saturated()
         if scheduler.holds_bookmark(piece):
             idle = self.concurrency
-        elif self.endpoint.saturated():
+        elif saturated:
             return
         else:
             idle = self.concurrency - scheduler.waiting()
-        parts = min(int(pages_left // 2), idle)
+        parts = min(int(pages_left // (SATURATED_PART_PAGES if saturated else 2)), idle)
         if parts >= 2 and piece.position is not None:
             scheduler.split(piece, piece.position, parts)
