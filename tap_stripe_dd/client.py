@@ -218,11 +218,11 @@ class StripeStream(RESTStream[str | None]):
     def _fetch_once(self, prepared: requests.PreparedRequest, request: PageRequest) -> Page:
         """A page that breaks Stripe's list contract is retried like a 5xx, and then fails:
         taken as it is, it would end a slice early or never end it. An object the run cannot
-        place (no id, no integer `created`) stops it at once, named."""
+        place (no id, no integer `created`) stops it at once, named (`listed_objects`)."""
         response = self._request(prepared, None)
         body = self.body(response)
-        if isinstance(body.get("data"), list):
-            listed_objects(self.name, body["data"])
+        if isinstance(data := body.get("data"), list):
+            listed_objects(self.name, data)
         if problem := page_problem(body, request):
             msg = f"GET {self.path}: Stripe sent a list page that breaks its contract: {problem}"
             raise RetriableAPIError(msg, response)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import typing as t
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -93,7 +93,7 @@ MIN_SLICE_DAYS = 0.1
 
 # Young objects the cyclic collector lets pile up before it runs (Python's default: 700).
 GC_THRESHOLD = 20_000
-# On a stop (signal, failed stream), how long the other streams get to stop at a page edge.
+# On a stop (signal, failed stream), how long the streams get to reach a page edge.
 STOP_SECONDS = 2.0
 
 
@@ -289,7 +289,7 @@ class TapStripe(Tap):
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except Stopped as stopped:
-                self._stop(futures)
+                self._stop()
                 exit_stopped(self.name, stopped, "the next run resumes from the last STATE sent")
             failed = [future for future in done if future.exception()]
             if failed:
@@ -306,16 +306,16 @@ class TapStripe(Tap):
         if threading.current_thread() is threading.main_thread():
             stop_on_signals()
 
-    def _stop(self, futures: list[Future]) -> None:
-        """On a stop signal: streams stop at their next page, the file each was writing (never
-        announced) is deleted, and what was written goes out as whole lines."""
+    def _stop(self) -> None:
+        """On a stop signal: once no stream is writing a message (they let go of the SDK's lock
+        at every page; and then wait for it), the files being written, never announced, are
+        deleted, and what was written goes out as whole lines."""
         self.aborted.set()
-        wait(futures, timeout=STOP_SECONDS)
+        self._sdk_lock.acquire(timeout=STOP_SECONDS)
         if self._batch_run:
             self._batch_run.stop()
-        if self._sdk_lock.acquire(timeout=STOP_SECONDS):  # no stream is writing a message
-            with contextlib.suppress(OSError):
-                sys.stdout.flush()
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
 
     def batch_run(self, config: BatchConfig) -> BatchRun:
         """This run's batch files (one name, one lock), set up by the first stream to write."""
