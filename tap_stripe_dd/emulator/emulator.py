@@ -255,7 +255,10 @@ class StripeEmulator:
     def objects(self, resource: str, account: str | None = None) -> Iterator[dict]:
         """The objects the list endpoint would list now, newest first, as fresh dicts, in the
         canonical version (that of 2022-11-15 on, which the tap pins)."""
-        return iter(self.current(resource, account))
+        state, indexes = self._listed(resource, account)
+        for index in indexes:  # one at a time: a million objects need not be in memory at once
+            (body,) = state.json(resource, [index], LATEST)
+            yield json.loads(body)
 
     def current(
         self, resource: str, account: str | None = None, version: str = LATEST
