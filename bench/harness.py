@@ -28,6 +28,7 @@ import msgspec
 import requests
 
 from tap_stripe_dd.batches import ENCODER as BATCH_ENCODER
+from tap_stripe_dd.client import STRIPE_VERSION
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.streams import STREAM_TYPES
 
@@ -108,6 +109,7 @@ def bare_walk(
     client can reach."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {KEY}"
+    session.headers["Stripe-Version"] = STRIPE_VERSION  # as the tap pins it: the same shapes
     began, count = time.perf_counter(), 0
     for stream in streams:
         params: dict[str, str | int] = {"limit": 100}
