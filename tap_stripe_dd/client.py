@@ -178,10 +178,11 @@ class StripeStream(RESTStream[str | None]):
 
     def request_decorator(self, func: t.Callable) -> t.Callable:
         """Every attempt, retries included, first waits for the run's shared rate limiter."""
-        limiter = self._tap.rate_limiter
+        limiter, progress = self._tap.rate_limiter, self._tap.progress
 
         def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
             limiter.acquire(self.path)
+            progress.requested(self.name)
             try:
                 result = func(*args, **kwargs)
             except requests.ConnectionError as exc:
@@ -304,6 +305,11 @@ class StripeStream(RESTStream[str | None]):
         return f"GET {self.path}: {problem}: {stripe_says}".rstrip(": ")
 
     # Retries: exponential backoff with jitter, but Stripe's Retry-After wins when it is given.
+
+    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:
+        """A handled retry is counted for the progress line, not logged as an ERROR (backoff
+        logs it once at INFO, and the final failure at ERROR)."""
+        self._tap.progress.backoff_handler(self.name, details)
 
     def backoff_max_tries(self) -> int:
         return int(self.config.get("max_retries", 8)) + 1
@@ -439,8 +445,12 @@ class StripeStream(RESTStream[str | None]):
             concurrency=self.concurrency,
             wait=self._tap.wait_for,
         )
+        progress = self._tap.progress
         for kind, payload in walk.run():
-            if kind == "bookmark":
+            progress.slices_left(self.name, walk.scheduler.left())
+            if kind == "records":
+                progress.fetched(self.name, len(payload))
+            elif kind == "bookmark":
                 previous = self.stream_state.get("replication_key_value")
                 if previous and to_unix(previous) >= payload:
                     continue

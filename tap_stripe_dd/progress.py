@@ -21,10 +21,6 @@ from dataclasses import dataclass, field
 from singer_sdk.metrics import METRICS_LOGGER_NAME, Metric, Point
 
 DEFAULT_INTERVAL = 5.0
-#: The SDK's paginator says this after every empty page: each empty slice ends with one.
-EMPTY_PAGE_MESSAGE = "Pagination stopped after %d pages"
-#: The SDK's own backoff handler: a second line, at ERROR, for a retry backoff already logs.
-SDK_BACKOFF_MESSAGE = "Backing off %0.2f seconds after %d tries"
 
 
 @dataclass
@@ -153,14 +149,10 @@ class Progress:
         started = time.monotonic()
         for name in streams:
             self.stream(name).started = started
-        console = ConsoleFilter(self)
-        handlers = logging.getLogger().handlers
         metrics_logger = logging.getLogger(METRICS_LOGGER_NAME)
         feed = MetricsFeed(self)
         metrics_logger.addHandler(feed)
         propagate, metrics_logger.propagate = metrics_logger.propagate, self.log_metrics
-        for handler in handlers:
-            handler.addFilter(console)
         stop = threading.Event()
         if self.interval > 0:
             threading.Thread(target=self._tick, args=(stop,), name="progress", daemon=True).start()
@@ -172,8 +164,6 @@ class Progress:
             stop.set()
             metrics_logger.removeHandler(feed)
             metrics_logger.propagate = propagate
-            for handler in handlers:
-                handler.removeFilter(console)
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
@@ -206,28 +196,3 @@ class MetricsFeed(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.args and isinstance(point := record.args[0], Point):  # type: ignore[index]
             self.progress.measure(point)
-
-
-class ConsoleFilter(logging.Filter):
-    """Keeps the SDK's routine chatter off the console: the paginator's line after each empty
-    page (shown at DEBUG), and the SDK's ERROR line for a handled retry, which backoff has
-    already logged at INFO (counted instead, until the stream hands retries to
-    `Progress.backoff_handler`)."""
-
-    def __init__(self, progress: Progress) -> None:
-        super().__init__()
-        self.progress = progress
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.msg
-        if not isinstance(message, str):
-            return True
-        if message.startswith(EMPTY_PAGE_MESSAGE):
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        if message.startswith(SDK_BACKOFF_MESSAGE) and record.levelno == logging.ERROR:
-            args = record.args if isinstance(record.args, tuple) else ()
-            status = args[3] if len(args) == 5 else None  # (wait, tries, path, status, reason)
-            status = status if isinstance(status, int) else None
-            self.progress.retried(record.name.rpartition(".")[2], status)
-            return False
-        return True

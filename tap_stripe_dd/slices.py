@@ -263,6 +263,11 @@ class SliceScheduler:
         with self._lock:
             return len(self._pending)
 
+    def left(self) -> int:
+        """Slices not yet emitted: waiting (a waiting range counts once) or being read."""
+        with self._lock:
+            return len(self._pending) + len(self._open)
+
     def holds_bookmark(self, piece: Slice) -> bool:
         """Whether `piece` is the oldest slice not yet emitted: the bookmark waits on it."""
         with self._lock:

@@ -47,7 +47,9 @@ def test_running_streams_report_every_few_seconds(emulators, run_tap):
     assert run.returncode == 0, run.stderr[-2000:]
     charges = [line for line in run.stderr.splitlines() if "| charges: " in line]
     assert len(charges) >= 3, charges  # a few while it ran, one in the summary
+    # The fetch loop tells as it goes: objects and slices left while the stream still runs.
     assert "request" in charges[0]
+    assert any(" objects, " in line and " left in " in line for line in charges[:-1]), charges
 
 
 @pytest.mark.parametrize(("status", "counter"), [(429, "rate_limit_waits"), (503, "retries")])
