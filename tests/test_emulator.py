@@ -15,12 +15,14 @@ from tap_stripe_dd.emulator import StripeEmulator
 
 KEY = "sk_test_emulatorTestKey4242"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+VERSION = {"Stripe-Version": "2024-06-20"}  # the tap's; without it, the account's default
+NOW = 1_780_000_000  # 2026-05-28: the data sets of fixtures end here
 RESOURCES = ["balance_transactions", "charges", "customers", "disputes", "payouts", "refunds"]
 
 
 def get(emu: StripeEmulator, path: str, params=None, headers=None) -> requests.Response:
     return requests.get(
-        emu.url + path, params=params, headers={**AUTH, **(headers or {})}, timeout=10
+        emu.url + path, params=params, headers={**AUTH, **VERSION, **(headers or {})}, timeout=10
     )
 
 
@@ -49,7 +51,9 @@ BUILT_OR_PREWARMED: dict = {"params": [False, True], "ids": ["built", "prewarmed
 def emu(request: pytest.FixtureRequest) -> Iterator[StripeEmulator]:
     """Read-only tests share one emulator; tests that change it make their own. Each runs
     against objects built on demand and against prewarmed ones, which must not differ."""
-    with StripeEmulator(seed=7, objects=500, prewarm=request.param) as emulator:
+    with StripeEmulator(
+        seed=7, objects=500, prewarm=request.param, now=NOW, accounts=2
+    ) as emulator:
         yield emulator
 
 
@@ -236,7 +240,7 @@ def test_an_id_of_another_resource_is_unknown(emu):
     ("path", "params", "param"),
     [
         ("/v1/charges", {"foo": "1"}, "foo"),
-        ("/v1/charges", {"expand[]": "data.customer"}, "expand[]"),
+        ("/v1/charges", {"include[]": "total_count"}, "include[]"),
         ("/v1/charges", {"created[since]": "1"}, "created[since]"),
         ("/v1/charges", {"email": "a@b.example"}, "email"),
         ("/v1/customers", {"customer": "cus_1"}, "customer"),
@@ -254,7 +258,7 @@ def test_unknown_parameter_is_400(emu, path, params, param):
 
 def test_retrieve_takes_no_parameters(emu):
     charge = emu.ids("charges")[0]
-    assert error(get(emu, f"/v1/charges/{charge}", {"expand[]": "customer"}), 400)["param"]
+    assert error(get(emu, f"/v1/charges/{charge}", {"customer": "x"}), 400)["param"]
 
 
 @pytest.mark.parametrize(
@@ -284,7 +288,7 @@ def test_unknown_cursor_is_404(emu, cursor):
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 def test_unrecognized_url_is_404(emu, method):
-    path = "/v1/charges" if method != "GET" else "/v1/invoices"
+    path = "/v1/invoices" if method != "DELETE" else "/v1/charges/ch_1"
     response = requests.request(method, emu.url + path, headers=AUTH, data="a=1", timeout=10)
     assert error(response, 404)["message"].startswith(f"Unrecognized request URL ({method}: ")
 
@@ -352,7 +356,8 @@ def test_restricted_key_without_permission_is_403(emu):
 
 
 def test_each_account_has_its_own_data_set(emu):
-    accounts = [None, "acct_1Alpha", "acct_1Beta"]
+    alpha, beta = emu.connected_accounts
+    accounts = [None, alpha, beta]
     listed = {
         account: [
             o["id"]
@@ -362,17 +367,24 @@ def test_each_account_has_its_own_data_set(emu):
     }
     for account in accounts:
         assert listed[account] == emu.ids("charges", account=account)
-    assert not set(listed["acct_1Alpha"]) & set(listed[None])
-    assert not set(listed["acct_1Alpha"]) & set(listed["acct_1Beta"])
-    other = listed["acct_1Alpha"][0]
+    assert not set(listed[alpha]) & set(listed[None])
+    assert not set(listed[alpha]) & set(listed[beta])
+    other = listed[alpha][0]
     assert get(emu, f"/v1/charges/{other}").status_code == 404
-    headers = {"Stripe-Account": "acct_1Alpha"}
+    headers = {"Stripe-Account": alpha}
     assert get(emu, f"/v1/charges/{other}", headers=headers).status_code == 200
 
 
-def test_malformed_account_is_403(emu):
-    response = get(emu, "/v1/charges", headers={"Stripe-Account": "not-an-account"})
-    assert error(response, 403)["code"] == "account_invalid"
+@pytest.mark.parametrize("account", ["not-an-account", "acct_1NotConnectedHere"])
+def test_an_account_not_connected_is_403(emu, account):
+    response = get(emu, "/v1/charges", headers={"Stripe-Account": account})
+    body = error(response, 403)
+    assert body["code"] == "account_invalid" and account in body["message"]
+
+
+def test_the_platforms_own_id_is_the_platform(emu):
+    headers = {"Stripe-Account": emu.platform_id}
+    assert get(emu, "/v1/charges", headers=headers).json() == get(emu, "/v1/charges").json()
 
 
 # Objects added between syncs ------------------------------------------------------------------
@@ -439,7 +451,10 @@ def test_request_log_records_requests_without_the_key(fresh):
 
 
 def test_same_seed_same_data_other_seed_other_data(emu):
-    with StripeEmulator(seed=7, objects=500) as twin, StripeEmulator(seed=8, objects=500) as other:
+    with (
+        StripeEmulator(seed=7, objects=500, now=NOW) as twin,
+        StripeEmulator(seed=8, objects=500, now=NOW) as other,
+    ):
         assert get(twin, "/v1/charges").json() == get(emu, "/v1/charges").json()
         assert not set(twin.ids("customers")) & set(other.ids("customers"))
 

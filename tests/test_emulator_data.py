@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_emulator import RESOURCES, get, walk
+from test_emulator import NOW, RESOURCES, get, walk
 
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.emulator.keys import hash64
@@ -44,7 +44,7 @@ def is_type(value: Any, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[dict[str, list[dict]]]:
-    with StripeEmulator(seed=21, objects=2500) as emu:
+    with StripeEmulator(seed=21, objects=2500, now=NOW) as emu:
         yield {resource: walk(emu, resource) for resource in RESOURCES}
 
 
@@ -226,18 +226,23 @@ def test_metadata_is_strings_and_often_empty(served, resource):
 
 def test_created_spreads_over_the_default_range_with_clusters(served):
     created = [o["created"] for o in served["charges"]]
-    low, high = 1_704_067_200, 1_767_225_599  # 2024-01-01 .. 2025-12-31 UTC
+    low, high = 1_704_067_200, NOW  # 2024-01-01 UTC .. the clock's start
     assert low <= min(created) < low + 86_400 * 30 and high - 86_400 * 30 < max(created) <= high
     clusters = [size for size in Counter(created).values() if size >= 30]
     assert len(clusters) >= 2 and max(clusters) <= 150
 
 
-def test_data_does_not_depend_on_the_clock(monkeypatch):
-    with StripeEmulator(seed=4, objects=200) as emu:
+def test_data_depends_on_the_emulators_clock_not_the_machines(monkeypatch):
+    end = 1_767_225_599  # 2025-12-31: the data set's end, old enough that nothing moves
+    with StripeEmulator(seed=4, objects=200, created_to=end) as emu:
         today = list(emu.objects("payouts"))
+    with StripeEmulator(seed=4, objects=200, now=NOW, frozen=True) as emu:
+        young = list(emu.objects("payouts"))
     monkeypatch.setattr(time, "time", lambda: 4_102_444_800.0)  # 2100-01-01
-    with StripeEmulator(seed=4, objects=200) as emu:
+    with StripeEmulator(seed=4, objects=200, created_to=end) as emu:
         assert list(emu.objects("payouts")) == today
+    with StripeEmulator(seed=4, objects=200, now=NOW, frozen=True) as emu:
+        assert list(emu.objects("payouts")) == young
 
 
 def test_custom_created_range():
@@ -248,7 +253,7 @@ def test_custom_created_range():
 
 
 def test_a_million_objects_page_by_cursor_and_created_bound_without_a_scan():
-    with StripeEmulator(seed=9, objects=1_000_000) as emu:
+    with StripeEmulator(seed=9, objects=1_000_000, created_to=1_767_225_599) as emu:
         newest = get(emu, "/v1/charges", {"limit": 100}).json()["data"]
         middle_time = (1_704_067_200 + 1_767_225_599) // 2
         middle = get(emu, "/v1/charges", {"limit": 100, "created[lte]": middle_time}).json()

@@ -8,12 +8,27 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from tap_stripe_dd.emulator.emulator import StripeEmulator
+from tap_stripe_dd.emulator.versions import DEFAULT_ACCOUNT_VERSION
 from tap_stripe_dd.errors import UserError
 
 DAY = 86_400
+DESCRIPTION = """\
+Serve a living Stripe account on 127.0.0.1 until stopped. The first line printed is the URL.
+
+It lists and retrieves balance_transactions, charges, customers, disputes, payouts, refunds
+(with expand[]), serves /v1/events, /v1/account and /v1/accounts, takes Stripe's writes, and
+has its own clock (the Date header): as it runs, or is advanced, payouts get paid, balance
+transactions become available, disputes and refunds move on, and --activity adds more.
+
+  URL=http://127.0.0.1:12111; KEY=sk_test_emulator0000000
+  curl -u $KEY: $URL/v1/events?type=charge.*
+  curl -u $KEY: $URL/v1/customers -d email=jenny@example.com -d "metadata[plan]=pro"
+  curl -u $KEY: $URL/v1/refunds -d charge=ch_... -d amount=500
+  curl -X POST $URL/_emulator/clock -d advance=86400      # a day passes: {"now": ...}
+"""
 
 
 def unix_time(end_of_day: bool) -> Any:
@@ -35,9 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "emulator",
         help="serve a local Stripe-compatible API",
-        description="Serve deterministic Stripe objects on 127.0.0.1 until stopped. The first "
-        "line printed is the URL.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
+    parser.error = one_line_error  # type: ignore[method-assign]
     parser.add_argument("--port", type=int, default=12111, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="the same seed serves the same data")
     parser.add_argument("--objects", type=int, default=1_000, help="objects per endpoint")
@@ -59,6 +75,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=unix_time(end_of_day=True),
         metavar="DATE",
         help="last creation time, YYYY-MM-DD (whole day, UTC) or Unix time (default 2025-12-31)",
+    )
+    parser.add_argument(
+        "--now",
+        type=unix_time(end_of_day=False),
+        metavar="DATE",
+        help="the clock's start, YYYY-MM-DD (UTC) or Unix time (default: the machine's time); "
+        "it runs with real time from there",
+    )
+    parser.add_argument(
+        "--activity",
+        type=int,
+        default=0,
+        metavar="N",
+        help="objects created or changed per emulated hour, in the last 30 days and from now on "
+        "(default 0: only lifecycles move)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="connected accounts, listed by GET /v1/accounts, each with its own data (default 0)",
+    )
+    parser.add_argument(
+        "--events-lag",
+        type=float,
+        default=2,
+        metavar="SECONDS",
+        help="how long after its `created` an event is listed (default 2)",
+    )
+    parser.add_argument(
+        "--account-api-version",
+        default=DEFAULT_ACCOUNT_VERSION,
+        metavar="VERSION",
+        help="the accounts' default API version, for events and requests without "
+        f"Stripe-Version (default {DEFAULT_ACCOUNT_VERSION})",
     )
     parser.add_argument(
         "--cache-size",
@@ -91,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             cache_size=args.cache_size,
             prewarm=args.prewarm,
+            now=args.now,
+            activity=args.activity,
+            accounts=args.accounts,
+            events_lag=args.events_lag,
+            account_api_version=args.account_api_version,
         )
         began = time.monotonic()
         if args.prewarm:
@@ -110,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
         pass
     emulator.stop()
     return 0
+
+
+def one_line_error(message: str) -> NoReturn:
+    """argparse's errors as the rest of the CLI's: one line, exit code 2, no usage block."""
+    print(f"stripe-dd emulator: {message} (see stripe-dd emulator --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def say(message: str) -> None:

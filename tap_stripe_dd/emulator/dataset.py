@@ -21,7 +21,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from itertools import repeat
 
 from tap_stripe_dd.emulator.keys import IdCodec, Rng, hash64, mix64
@@ -40,16 +39,32 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 Settings = tuple[int, str | None, int, int, int]  # seed, account, count, start, end
 
 
-@dataclass(frozen=True)
 class Added:
-    """Objects added to one resource after start; replaced, never changed, so reads need no lock."""
+    """Objects added to one resource after start (by add_objects, writes and activity), in key
+    order; appending is the common case, as they are mostly created at the clock's now."""
 
-    keys: tuple[Key, ...] = ()  # sorted
-    created: dict[int, int] = field(default_factory=dict)  # index -> created
-    visible_at: dict[int, float] = field(default_factory=dict)  # index -> Unix time
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.created: dict[int, int] = {}  # index -> created
+        self.visible_at: dict[int, float] = {}  # index -> emulated Unix time
+        self.lock = threading.Lock()
 
-    def visible(self, index: int, now: float) -> bool:
-        return self.visible_at[index] <= now
+    def add(self, new: range, created: int, visible_at: float) -> None:
+        with self.lock:
+            for index in new:
+                self.created[index] = created
+                self.visible_at[index] = visible_at
+                if not self.keys or self.keys[-1] < (created, index):
+                    self.keys.append((created, index))
+                else:
+                    bisect.insort(self.keys, (created, index))
+
+    def between(self, low: Key, high: Key, now: float) -> list[Key]:
+        with self.lock:
+            keys = self.keys[
+                bisect.bisect_right(self.keys, low) : bisect.bisect_left(self.keys, high)
+            ]
+        return [key for key in keys if self.visible_at[key[1]] <= now]
 
 
 class Dataset:
@@ -67,7 +82,7 @@ class Dataset:
         self.timeline = Timeline(self.key, count, start, end)
         self._salts = {name: hash64(self.key, name) for name in RESOURCES}
         self._codecs: dict[tuple[str, int], IdCodec] = {}
-        self._added = dict.fromkeys(RESOURCES, Added())
+        self._added = {name: Added() for name in RESOURCES}
         self._lock = threading.Lock()
         self._entries = {
             name: functools.lru_cache(maxsize=cache_size)(functools.partial(self._build, name))
@@ -187,15 +202,9 @@ class Dataset:
 
     def add(self, resource: str, count: int, created: int, visible_at: float) -> list[int]:
         with self._lock:
-            added = self._added[resource]
             first = self.total(resource)
             new = range(first, first + count)
-            keys = sorted([*added.keys, *((created, index) for index in new)])
-            self._added[resource] = Added(
-                tuple(keys),
-                {**added.created, **dict.fromkeys(new, created)},
-                {**added.visible_at, **dict.fromkeys(new, visible_at)},
-            )
+            self._added[resource].add(new, created, visible_at)
         return list(new)
 
     def scan(
@@ -206,11 +215,7 @@ class Dataset:
         first = timeline.first_index_from((low[0], low[1] + 1))
         stop = timeline.first_index_from(high)
         generated = range(stop - 1, first - 1, -1) if descending else range(first, stop)
-        added = self._added[resource]
-        keys = added.keys[
-            bisect.bisect_right(added.keys, low) : bisect.bisect_left(added.keys, high)
-        ]
-        keys = [key for key in keys if added.visible(key[1], now)]
+        keys = self._added[resource].between(low, high, now)
         if not keys:
             return iter(generated)
         merged = heapq.merge(

@@ -122,16 +122,17 @@ class Faults:
 
 
 class RateLimiter:
-    """Stripe's limits as a sliding one-second window, overall and per endpoint."""
+    """Stripe's limits as a sliding one-second window, overall and per endpoint, counted per
+    account (the platform is None) as Stripe counts them."""
 
     def __init__(self, mode: str) -> None:
         if mode not in (*RATE_LIMITS, "off"):
             raise ValueError(f"rate limit must be live, test or off, not {mode!r}")
         self._limits = RATE_LIMITS.get(mode)
-        self._windows: dict[str, deque[float]] = {}
+        self._windows: dict[tuple[str | None, str], deque[float]] = {}
         self._lock = threading.Lock()
 
-    def admit(self, endpoint: str) -> float | None:
+    def admit(self, endpoint: str, account: str | None = None) -> float | None:
         """None if the request may proceed, else how many seconds until it would."""
         if self._limits is None:
             return None
@@ -141,7 +142,7 @@ class RateLimiter:
             now = time.monotonic()
             waits = []
             for name, limit in buckets:
-                window = self._windows.setdefault(name, deque())
+                window = self._windows.setdefault((account, name), deque())
                 while window and window[0] <= now - 1:
                     window.popleft()
                 if len(window) >= limit:
@@ -149,5 +150,5 @@ class RateLimiter:
             if waits:
                 return max(waits)
             for name, _ in buckets:
-                self._windows[name].append(now)
+                self._windows[account, name].append(now)
             return None

@@ -397,12 +397,6 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         "receipt_url": f"https://pay.stripe.com/receipts/payment/{rng.token(32)}"
         if profile["paid"]
         else None,
-        "refunds": {
-            "data": [],
-            "has_more": False,
-            "object": "list",
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
         "review": store.foreign_id("prv", index) if rng.chance(1) else None,
     }, shared
 
@@ -489,6 +483,11 @@ def refund_profile(store: Store, number: int, rng: Rng) -> Fields:
     return {"destination_details": {"card": {"type": kind}, "type": "card"}}
 
 
+def settled(status: str, created: int, end: int) -> str:
+    """A refund pending for more than a day at the data set's end has succeeded."""
+    return "succeeded" if status == "pending" and created < end - DAY else status
+
+
 def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
     """A refund of a recent charge, in its currency, for all of it or a part."""
     charge_index = store.earlier("charges", index, rng, window=5_000)
@@ -509,7 +508,7 @@ def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         "payment_method": charge.get("payment_method") if charge else None,
         "reason": REFUND_REASON.draw(rng),
         "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}" if rng.chance(30) else None,
-        "status": REFUND_STATUS.draw(rng),
+        "status": settled(REFUND_STATUS.draw(rng), created, store.end),
     }, store.profile("refunds", rng.below(3))
 
 
@@ -527,6 +526,13 @@ DISPUTE_STATUS = WeightedTable(
         "charge_refunded": 5,
     }
 )
+DISPUTE_LIFE = 60 * DAY  # disputes older than this at the data set's end are closed
+DISPUTE_ENDS = {
+    "needs_response": "lost",
+    "under_review": "won",
+    "warning_needs_response": "warning_closed",
+    "warning_under_review": "warning_closed",
+}
 EVIDENCE_PROFILES = 32  # profiles below this number carry submitted evidence
 assert set(DISPUTE_STATUS.values) <= set(values("dispute", "status"))
 
@@ -564,6 +570,8 @@ def build_dispute(store: Store, index: int, created: int, rng: Rng) -> tuple[Fie
     charge_index = store.earlier("charges", index, rng, window=LINK_WINDOW)
     charge = None if charge_index is None else store.entry("charges", charge_index)
     status = DISPUTE_STATUS.draw(rng)
+    if created < store.end - DISPUTE_LIFE:  # long over: open states have ended
+        status = DISPUTE_ENDS.get(status, status)
     submitted = status in ("won", "lost", "under_review", "warning_under_review")
     due_by = midnight(created, rng.between(7, 21)) - 1
     return {
@@ -617,6 +625,8 @@ def build_payout(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
     status = PAYOUT_STATUS.draw(rng)
     failure = rng.pick(PAYOUT_FAILURES) if status == "failed" else (None, None)
     arrival = midnight(created, rng.between(1, 4))
+    if status in ("pending", "in_transit") and arrival <= store.end:
+        status = "paid"  # arrived: the living account's lifecycles (born.py) do the rest
     return {
         "id": store.id("payouts", index),
         "object": "payout",

@@ -10,15 +10,18 @@ import socket
 import socketserver
 import sys
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tap_stripe_dd.emulator.api import (
-    Api,
+from tap_stripe_dd.emulator.api import Api
+from tap_stripe_dd.emulator.clock import Clock
+from tap_stripe_dd.emulator.faults import HTTP_KINDS, Fault, Faults, RateLimiter
+from tap_stripe_dd.emulator.objects import RESOURCES
+from tap_stripe_dd.emulator.protocol import (
     Request,
     Response,
     StripeError,
@@ -32,8 +35,6 @@ from tap_stripe_dd.emulator.api import (
     server_error,
     unrecognized,
 )
-from tap_stripe_dd.emulator.faults import HTTP_KINDS, Fault, Faults, RateLimiter
-from tap_stripe_dd.emulator.objects import RESOURCES
 
 LOG_LIMIT = 200_000  # entries kept; a long benchmark should not grow without bound
 HTML_PAGE = (
@@ -99,9 +100,17 @@ class Service:
     """Turns one parsed request into one response (or a fault) and logs it."""
 
     def __init__(
-        self, api: Api, faults: Faults, limiter: RateLimiter, latency_ms: float, jitter_ms: float
+        self,
+        api: Api,
+        faults: Faults,
+        limiter: RateLimiter,
+        latency_ms: float,
+        jitter_ms: float,
+        clock: Clock,
     ) -> None:
         self.api = api
+        self.clock = clock
+        self.platform: str | None = None  # `Stripe-Account: <it>` is the platform's own limit
         self.faults = faults
         self.limiter = limiter
         self.latency = latency_ms / 1000
@@ -113,10 +122,11 @@ class Service:
         url = urlsplit(handler.path)
         headers = {canonical(name): value for name, value in handler.headers.items()}
         params = parse_qsl(url.query, keep_blank_values=True)
-        request = Request(handler.command, url.path, params, headers)
         length = int(headers.get("Content-Length") or 0)
-        if length:
-            handler.rfile.read(length)  # keep the connection in step; there is nothing to create
+        if length:  # a form-encoded write's parameters, as Stripe takes them
+            body = handler.rfile.read(length).decode("utf-8", "replace")
+            params += parse_qsl(body, keep_blank_values=True)
+        request = Request(handler.command, url.path, params, headers)
         logged = {name: value for name, value in headers.items() if name != "Authorization"}
         entry = LogEntry(request.method, request.path, dict(params), logged, None, request.account)
         self.log.append(entry)  # before answering: a client that has its answer sees its entry
@@ -143,9 +153,10 @@ class Service:
             return Response(200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"})
         if fault is not None and kind in HTTP_KINDS:
             return injected_error(fault, request).response()
-        if (wait := self.limiter.admit(endpoint(request.path))) is not None:
+        account = None if request.account == self.platform else request.account
+        if (wait := self.limiter.admit(endpoint(request.path), account)) is not None:
             return rate_limited(max(1, math.ceil(wait)), True).response()
-        return self.api.respond(request, time.time())
+        return self.api.respond(request, self.clock.now())
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -167,6 +178,10 @@ class Handler(BaseHTTPRequestHandler):
         self.server.service.handle(self)
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header is Stripe's clock: the emulator's."""
+        return formatdate(self.server.service.clock.now(), usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: a line per request on stderr would cost more than serving it."""

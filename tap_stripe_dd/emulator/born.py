@@ -1,0 +1,102 @@
+"""The generated objects' part in a living account's history.
+
+The generator builds each object as it ends up (a payout `paid`, a dispute `won`). Objects
+young enough that their lifecycle had not finished 30 days before the clock's start are
+instead put back at the start of it (a payout `pending`, a dispute `needs_response`) and
+their steps are scheduled from their `created`, so that the steps before `now` run (and
+record their events) as the account starts, and the later ones as the clock passes. Objects
+created in the last 30 days also record their creation events, so the events feed has the
+month Stripe keeps. Balance transactions `pending` at the end of the data become `available`
+at their `available_on` (without an event, as on Stripe).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tap_stripe_dd.emulator.events import RETENTION
+from tap_stripe_dd.emulator.lifecycles import (
+    CLOSED,
+    plan_dispute,
+    plan_payout,
+    schedule_refund,
+)
+from tap_stripe_dd.emulator.objects import DISPUTE_LIFE, RESOURCES
+from tap_stripe_dd.emulator.state import action
+from tap_stripe_dd.emulator.versions import Obj
+from tap_stripe_dd.emulator.vocabulary import PAYOUT_FAILURES
+
+if TYPE_CHECKING:
+    from tap_stripe_dd.emulator.state import State
+
+CHARGE_EVENTS = {"succeeded": "charge.succeeded", "failed": "charge.failed"}
+CREATED_EVENTS = {
+    "customers": "customer.created",
+    "refunds": "refund.created",
+    "disputes": "charge.dispute.created",
+    "payouts": "payout.created",
+}
+FAILURES = [code for code, _ in PAYOUT_FAILURES]
+
+
+def adopt(state: State, now: int) -> None:
+    """Schedules the recent born objects' creation events and unfinished lifecycles."""
+    dataset = state.dataset
+    for resource in RESOURCES:
+        window = DISPUTE_LIFE if resource == "disputes" else RETENTION
+        first = dataset.timeline.first_index_from((now - window, -1))
+        for index in range(first, dataset.count):
+            obj = state.get(resource, index)
+            restart(state, resource, index, obj, now)
+            if obj["created"] > now - RETENTION and resource != "balance_transactions":
+                state.schedule(obj["created"], "born", resource, index)
+
+
+def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None:
+    created, status = obj["created"], obj.get("status")
+    if resource == "balance_transactions" and status == "pending":
+        state.schedule(obj["available_on"], "make_available", index)
+    elif resource == "payouts" and status != "canceled" and obj["arrival_date"] > created:
+        failure = FAILURES.index(obj["failure_code"]) if status == "failed" else -1
+        state.put(resource, index, {
+            **obj,
+            "status": "pending",
+            "failure_code": None,
+            "failure_message": None,
+            "reconciliation_status": "in_progress" if obj["automatic"] else "not_applicable",
+            "trace_id": {"status": "pending", "value": None},
+        })  # fmt: skip
+        plan_payout(state, created, index, obj["arrival_date"], failure, adds=False)
+    elif resource == "refunds" and status in ("succeeded", "pending", "failed"):
+        state.put(resource, index, {**obj, "status": "pending"})
+        outcome = "failed" if status == "failed" else "succeeded"
+        schedule_refund(state, created, index, outcome, adds=False)
+    elif resource == "disputes" and status != "charge_refunded":
+        warning = status.startswith("warning")
+        due_by = obj["evidence_details"]["due_by"]
+        state.put(resource, index, {
+            **obj,
+            "status": "warning_needs_response" if warning else "needs_response",
+            "evidence_details": {
+                **obj["evidence_details"], "has_evidence": False, "past_due": False,
+                "submission_count": 0,
+            },
+            "is_charge_refundable": warning,
+        })  # fmt: skip
+        if status == "needs_response":
+            state.schedule(due_by + 1, "decide_dispute", index, "lost")
+        else:
+            plan_dispute(state, created, index, due_by, "lost" if status == "lost" else "won")
+
+
+@action
+def born(state: State, t: int, resource: str, index: int) -> None:
+    obj = state.get(resource, index)
+    if resource == "charges":
+        kind = CHARGE_EVENTS.get(obj["status"], "charge.pending")
+    else:
+        kind = CREATED_EVENTS[resource]
+    state.emit(t, kind, resource, obj, None, None)
+
+
+assert "needs_response" not in CLOSED

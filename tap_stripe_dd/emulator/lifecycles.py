@@ -1,0 +1,491 @@
+"""How objects change, as Stripe's do: each operation changes every object it touches and
+records the events Stripe records; what happens later by itself is scheduled on the heap.
+
+- Balance transactions: `pending` -> `available` at `available_on` (no event, as on Stripe).
+- Payouts: `pending` -> `in_transit` (payout.updated) -> `paid` (payout.paid) or, for some,
+  `failed` with `failure_code` (payout.failed, and a `payout_failure` balance transaction) at
+  `arrival_date`; `pending` ones can be canceled (payout.canceled, `payout_cancel`).
+- Refunds: `pending` -> `succeeded` (refund.updated, charge.refund.updated) or `failed`
+  (refund.failed, a `refund_failure` balance transaction, the charge's amount_refunded back).
+- Disputes: `needs_response` (funds withdrawn: charge.dispute.funds_withdrawn) or
+  `warning_needs_response` -> `under_review` / `warning_under_review` when evidence is
+  submitted (charge.dispute.updated) -> `won` (funds reinstated) / `lost` / `warning_closed`
+  (charge.dispute.closed); without evidence, `lost` at `evidence_details.due_by`.
+
+Each random choice comes from a Rng keyed by the object, so the same seed gives the same
+lifecycle. A scheduled step first checks the object is still where the step expects it (a
+payout canceled in between does not arrive).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tap_stripe_dd.emulator.objects import (
+    AUTHORIZED,
+    DECLINED,
+    DISPUTE_STATUS,
+    ZERO_DECIMAL,
+    midnight,
+    values,
+)
+from tap_stripe_dd.emulator.state import action
+from tap_stripe_dd.emulator.versions import Obj
+from tap_stripe_dd.emulator.vocabulary import DECLINES, PAYOUT_FAILURES
+
+if TYPE_CHECKING:
+    from tap_stripe_dd.emulator.state import State
+
+HOUR, DAY = 3_600, 86_400
+DISPUTE_FEE = 1_500
+CATEGORY = {
+    "charge": "charge",
+    "refund": "refund",
+    "refund_failure": "refund_failure",
+    "payout": "payout",
+    "payout_cancel": "payout_reversal",
+    "payout_failure": "payout_reversal",
+    "adjustment": "dispute",
+    "dispute_reversal": "dispute_reversal",
+}
+CLOSED = frozenset({"won", "lost", "warning_closed", "charge_refunded"})
+OPEN_TO_REVIEW = {
+    "needs_response": "under_review",
+    "warning_needs_response": "warning_under_review",
+}
+
+
+def next_id(state: State, resource: str) -> str:
+    return state.dataset.id(resource, state.dataset.total(resource))
+
+
+def stripe_fee(amount: int, currency: str) -> int:
+    return amount * 29 // 1000 + (0 if currency in ZERO_DECIMAL else 30)
+
+
+# Balance transactions -----------------------------------------------------------------------
+
+
+def add_transaction(
+    state: State,
+    t: int,
+    kind: str,
+    source: str,
+    amount: int,
+    currency: str,
+    fee: int = 0,
+    available_on: int | None = None,
+) -> int:
+    """A balance transaction of `kind` for `source`; `pending` until `available_on`."""
+    available_on = t if available_on is None else available_on
+    fee_details = [
+        {
+            "amount": fee,
+            "application": None,
+            "currency": currency,
+            "description": "Stripe processing fees" if kind == "charge" else "Dispute fee",
+            "type": "stripe_fee",
+        }
+    ]
+    fields = {
+        "amount": amount,
+        "available_on": available_on,
+        "created": t,
+        "currency": currency,
+        "description": None,
+        "fee": fee,
+        "fee_details": fee_details if fee else [],
+        "net": amount - fee,
+        "reporting_category": CATEGORY[kind],
+        "source": source,
+        "status": "available" if available_on <= t else "pending",
+        "type": kind,
+    }
+    index = state.create(t, "balance_transactions", fields, ())
+    if available_on > t:
+        state.schedule(available_on, "make_available", index)
+    return index
+
+
+@action
+def make_available(state: State, t: int, index: int) -> None:
+    if state.get("balance_transactions", index)["status"] == "pending":
+        state.change(t, "balance_transactions", index, {"status": "available"}, ())
+
+
+# Customers ----------------------------------------------------------------------------------
+
+BLANK_CUSTOMER = {
+    "balance": 0,
+    "default_source": None,
+    "delinquent": False,
+    "description": None,
+    "discount": None,
+    "email": None,
+    "metadata": {},
+    "name": None,
+    "phone": None,
+    "shipping": None,
+}
+
+
+def create_customer(state: State, t: int, fields: Obj, request: str | None = None) -> int:
+    return state.create(t, "customers", {**BLANK_CUSTOMER, **fields}, ["customer.created"], request)
+
+
+def delete_customer(state: State, t: int, index: int, request: str | None = None) -> None:
+    obj = state.get("customers", index)
+    state.deleted[index] = t
+    state.emit(t, "customer.deleted", "customers", obj, None, request)
+
+
+# Charges ------------------------------------------------------------------------------------
+
+
+def create_charge(
+    state: State,
+    t: int,
+    amount: int,
+    currency: str,
+    customer: str | None,
+    outcome: str = "succeeded",
+    extra: Obj | None = None,
+    request: str | None = None,
+) -> int:
+    """A charge that `succeeded` (captured, with its balance transaction), is `uncaptured`
+    (captured later, by activity) or `failed` (declined)."""
+    failed = outcome == "failed"
+    decline = DECLINES[0]
+    captured = outcome == "succeeded"
+    transaction = None
+    if captured:
+        fee = stripe_fee(amount, currency)
+        index = add_transaction(
+            state, t, "charge", next_id(state, "charges"), amount, currency, fee, midnight(t, 2)
+        )
+        transaction = state.dataset.id("balance_transactions", index)
+
+    def fields(base: Obj) -> Obj:
+        return {
+            "amount": amount,
+            "amount_captured": amount if captured else 0,
+            "amount_refunded": 0,
+            "balance_transaction": transaction,
+            "captured": captured,
+            "currency": currency,
+            "customer": customer,
+            "disputed": False,
+            "failure_code": decline[0] if failed else None,
+            "failure_message": decline[1] if failed else None,
+            "fraud_details": {},
+            "outcome": DECLINED[decline] if failed else AUTHORIZED,
+            "paid": not failed,
+            "payment_intent": state.dataset.foreign_id("pi", state.dataset.total("charges")),
+            "payment_method_details": {
+                **base["payment_method_details"],
+                "card": {
+                    **base["payment_method_details"]["card"],
+                    "amount_authorized": None if failed else amount,
+                },
+            },
+            "refunded": False,
+            "status": "failed" if failed else "succeeded",
+            **(extra or {}),
+        }
+
+    kinds = ["charge.failed" if failed else "charge.succeeded"]
+    index = state.create(t, "charges", fields, kinds, request)
+    if outcome == "uncaptured":
+        state.schedule(t + state.rng("capture", index).between(HOUR, 6 * HOUR), "capture", index)
+    return index
+
+
+@action
+def capture(state: State, t: int, index: int) -> None:
+    charge = state.get("charges", index)
+    if charge["captured"] or charge["amount_refunded"]:
+        return
+    amount, currency = charge["amount"], charge["currency"]
+    transaction = add_transaction(
+        state, t, "charge", charge["id"], amount, currency, stripe_fee(amount, currency),
+        midnight(t, 2),
+    )  # fmt: skip
+    changes = {
+        "amount_captured": amount,
+        "balance_transaction": state.dataset.id("balance_transactions", transaction),
+        "captured": True,
+    }
+    state.change(t, "charges", index, changes, ["charge.captured"])
+
+
+# Refunds ------------------------------------------------------------------------------------
+
+
+def create_refund(
+    state: State, t: int, charge_index: int, amount: int, reason: str | None, request: str | None
+) -> int:
+    """A refund (`pending`), its balance transaction, the charge's amount_refunded."""
+    charge = state.get("charges", charge_index)
+    currency = charge["currency"]
+    refund_id = next_id(state, "refunds")
+    transaction = add_transaction(state, t, "refund", refund_id, -amount, currency)
+    fields = {
+        "amount": amount,
+        "balance_transaction": state.dataset.id("balance_transactions", transaction),
+        "charge": charge["id"],
+        "created": t,
+        "currency": currency,
+        "customer": charge.get("customer"),
+        "metadata": {},
+        "payment_intent": charge.get("payment_intent"),
+        "payment_method": charge.get("payment_method"),
+        "reason": reason,
+        "receipt_number": None,
+        "status": "pending",
+    }
+    index = state.create(t, "refunds", fields, ["refund.created"], request)
+    refunded = charge["amount_refunded"] + amount
+    changes = {"amount_refunded": refunded, "refunded": refunded >= charge["amount"]}
+    state.change(t, "charges", charge_index, changes, ["charge.refunded"], request)
+    schedule_refund(state, t, index, None)
+    return index
+
+
+def schedule_refund(
+    state: State, t: int, index: int, outcome: str | None, adds: bool = True
+) -> None:
+    """Settles the refund soon; `adds=False` (a born refund) adds no balance transaction, so
+    that a data set of N objects per endpoint keeps N."""
+    rng = state.rng("refund", index)
+    fails = rng.chance(5) if outcome is None else outcome == "failed"
+    state.schedule(t + rng.between(60, 2 * HOUR), "settle_refund", index, fails, adds)
+
+
+@action
+def settle_refund(state: State, t: int, index: int, fails: bool, adds: bool) -> None:
+    refund = state.get("refunds", index)
+    if refund["status"] != "pending":
+        return
+    changes: Obj = {"status": "failed" if fails else "succeeded"}
+    if fails:
+        changes["failure_reason"] = "expired_or_canceled_card"
+        changes["failure_balance_transaction"] = refund_failure(state, t, refund) if adds else None
+    kinds = ["refund.failed", "refund.updated"] if fails else ["refund.updated"]
+    refund = state.change(t, "refunds", index, changes, kinds)
+    if fails and refund["charge"] and (found := state.find(refund["charge"])):
+        charge = state.get(*found)
+        left = max(0, charge["amount_refunded"] - refund["amount"])
+        state.change(t, *found, {"amount_refunded": left, "refunded": False}, ["charge.updated"])
+    state.emit(t, "charge.refund.updated", "refunds", refund, {"status": "pending"}, None)
+
+
+def refund_failure(state: State, t: int, refund: Obj) -> str:
+    index = add_transaction(
+        state, t, "refund_failure", refund["id"], refund["amount"], refund["currency"]
+    )
+    return state.dataset.id("balance_transactions", index)
+
+
+# Disputes -----------------------------------------------------------------------------------
+
+
+def create_dispute(state: State, t: int, charge_index: int, warning: bool) -> int:
+    """A dispute of a charge: funds withdrawn unless it is an inquiry (`warning_*`)."""
+    charge = state.get("charges", charge_index)
+    rng = state.rng("dispute", charge_index, t)
+    amount, currency = charge["amount"], charge["currency"]
+    withdrawn = []
+    if not warning:
+        transaction = add_transaction(
+            state, t, "adjustment", next_id(state, "disputes"), -amount, currency, DISPUTE_FEE
+        )
+        withdrawn = [state.get("balance_transactions", transaction)]
+    due_by = midnight(t, rng.between(7, 21)) - 1
+
+    def fields(base: Obj) -> Obj:
+        return {
+            "amount": amount,
+            "balance_transactions": withdrawn,
+            "charge": charge["id"],
+            "created": t,
+            "currency": currency,
+            "evidence_details": {
+                **base["evidence_details"],
+                "due_by": due_by,
+                "has_evidence": False,
+                "past_due": False,
+                "submission_count": 0,
+            },
+            "is_charge_refundable": warning,
+            "metadata": {},
+            "payment_intent": charge.get("payment_intent"),
+            "reason": rng.pick(values("dispute", "reason")),
+            "status": "warning_needs_response" if warning else "needs_response",
+        }
+
+    kinds = ["charge.dispute.created"] + ([] if warning else ["charge.dispute.funds_withdrawn"])
+    index = state.create(t, "disputes", fields, kinds)
+    state.change(t, "charges", charge_index, {"disputed": True}, ())
+    plan_dispute(state, t, index, due_by, None)
+    return index
+
+
+def plan_dispute(state: State, t: int, index: int, due_by: int, outcome: str | None) -> None:
+    """Evidence before the deadline for three in four, then a decision weeks later."""
+    rng = state.rng("dispute-plan", index)
+    outcome = outcome or ("won" if rng.chance(45) else "lost")
+    if outcome == "lost" and rng.chance(33):  # no response: lost at the deadline
+        state.schedule(due_by + 1, "decide_dispute", index, "lost")
+        return
+    responded = rng.between(t + HOUR, max(t + HOUR, due_by - HOUR))
+    state.schedule(responded, "submit_evidence", index)
+    state.schedule(responded + rng.between(5, 40) * DAY, "decide_dispute", index, outcome)
+
+
+def submit(state: State, t: int, index: int, evidence: Obj, request: str | None) -> Obj:
+    dispute = state.get("disputes", index)
+    details = dispute["evidence_details"]
+    changes = {
+        "evidence": {**dispute["evidence"], **evidence},
+        "evidence_details": {
+            **details,
+            "has_evidence": True,
+            "submission_count": details["submission_count"] + 1,
+        },
+        "status": OPEN_TO_REVIEW.get(dispute["status"], dispute["status"]),
+    }
+    return state.change(t, "disputes", index, changes, ["charge.dispute.updated"], request)
+
+
+@action
+def submit_evidence(state: State, t: int, index: int) -> None:
+    if state.get("disputes", index)["status"] in OPEN_TO_REVIEW:
+        text = {"uncategorized_text": "Signed delivery receipt attached."}
+        submit(state, t, index, text, None)
+
+
+@action
+def decide_dispute(state: State, t: int, index: int, outcome: str) -> None:
+    dispute = state.get("disputes", index)
+    if dispute["status"] in CLOSED:
+        return
+    close(state, t, index, outcome, None)
+
+
+def close(state: State, t: int, index: int, outcome: str, request: str | None) -> Obj:
+    dispute = state.get("disputes", index)
+    warning = dispute["status"].startswith("warning")
+    status = "warning_closed" if warning else outcome
+    changes: Obj = {"status": status, "is_charge_refundable": False}
+    if dispute["status"] in OPEN_TO_REVIEW:
+        changes["evidence_details"] = {**dispute["evidence_details"], "past_due": t > dispute[
+            "evidence_details"]["due_by"]}  # fmt: skip
+    kinds = ["charge.dispute.closed"]
+    if status == "won" and dispute["balance_transactions"]:
+        amount, currency = dispute["amount"], dispute["currency"]
+        back = add_transaction(
+            state, t, "dispute_reversal", dispute["id"], amount + DISPUTE_FEE, currency
+        )
+        changes["balance_transactions"] = [
+            *dispute["balance_transactions"],
+            state.get("balance_transactions", back),
+        ]
+        kinds.append("charge.dispute.funds_reinstated")
+    return state.change(t, "disputes", index, changes, kinds, request)
+
+
+# Payouts ------------------------------------------------------------------------------------
+
+
+def create_payout(
+    state: State, t: int, amount: int, currency: str, automatic: bool, request: str | None
+) -> int:
+    payout_id = next_id(state, "payouts")
+    transaction = add_transaction(state, t, "payout", payout_id, -amount, currency)
+    arrival = midnight(t, 2)
+    fields = {
+        "amount": amount,
+        "arrival_date": arrival,
+        "automatic": automatic,
+        "balance_transaction": state.dataset.id("balance_transactions", transaction),
+        "created": t,
+        "currency": currency,
+        "description": "STRIPE PAYOUT" if automatic else None,
+        "failure_balance_transaction": None,
+        "failure_code": None,
+        "failure_message": None,
+        "metadata": {},
+        "reconciliation_status": "in_progress" if automatic else "not_applicable",
+        "statement_descriptor": None,
+        "status": "pending",
+        "trace_id": {"status": "pending", "value": None},
+    }
+    index = state.create(t, "payouts", fields, ["payout.created"], request)
+    plan_payout(state, t, index, arrival, None)
+    return index
+
+
+def plan_payout(
+    state: State, t: int, index: int, arrival: int, failure: int | None, adds: bool = True
+) -> None:
+    """In transit within hours, then paid (or failed, -1 meaning not) at `arrival`; `adds` as
+    in schedule_refund."""
+    rng = state.rng("payout", index)
+    failure = (
+        (rng.below(len(PAYOUT_FAILURES)) if rng.chance(5) else -1) if failure is None else failure
+    )
+    state.schedule(min(t + rng.between(HOUR, 6 * HOUR), arrival), "send_payout", index)
+    state.schedule(arrival, "arrive", index, failure, adds)
+
+
+@action
+def send_payout(state: State, t: int, index: int) -> None:
+    if state.get("payouts", index)["status"] == "pending":
+        state.change(t, "payouts", index, {"status": "in_transit"}, ["payout.updated"])
+
+
+@action
+def arrive(state: State, t: int, index: int, failure: int, adds: bool) -> None:
+    payout = state.get("payouts", index)
+    if payout["status"] not in ("pending", "in_transit"):
+        return
+    if failure < 0:
+        changes: Obj = {
+            "status": "paid",
+            "trace_id": {"status": "supported", "value": str(state.rng("trace", index).digits(15))},
+        }
+        if payout["automatic"]:
+            changes["reconciliation_status"] = "completed"
+        state.change(t, "payouts", index, changes, ["payout.paid", "payout.updated"])
+        return
+    code, message = PAYOUT_FAILURES[failure]
+    back = None
+    if adds:
+        index_back = add_transaction(
+            state, t, "payout_failure", payout["id"], payout["amount"], payout["currency"]
+        )
+        back = state.dataset.id("balance_transactions", index_back)
+    changes = {
+        "status": "failed",
+        "failure_code": code,
+        "failure_message": message,
+        "failure_balance_transaction": back,
+    }
+    state.change(t, "payouts", index, changes, ["payout.failed", "payout.updated"])
+
+
+def cancel_payout(state: State, t: int, index: int, request: str | None) -> Obj:
+    payout = state.get("payouts", index)
+    back = add_transaction(
+        state, t, "payout_cancel", payout["id"], payout["amount"], payout["currency"]
+    )
+    changes = {
+        "status": "canceled",
+        "failure_balance_transaction": state.dataset.id("balance_transactions", back),
+    }
+    return state.change(
+        t, "payouts", index, changes, ["payout.canceled", "payout.updated"], request
+    )
+
+
+assert set(CLOSED) | set(OPEN_TO_REVIEW) <= set(DISPUTE_STATUS.values)
