@@ -4,6 +4,9 @@ and error translation. A concrete stream only names its endpoint and its filters
 from __future__ import annotations
 
 import calendar
+import operator
+import socket
+import threading
 import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
@@ -113,6 +116,36 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return float(value) if value.replace(".", "", 1).isdigit() else None
 
 
+def page_problem(body: dict, request: PageRequest) -> str | None:
+    """What makes `body` no list page of `request`, if anything: a page may not be read on
+    without `has_more`, nor hold objects outside the range asked for, older ones before newer
+    ones, or the cursor's own object."""
+    data, has_more = body.get("data"), body.get("has_more")
+    if not isinstance(data, list):
+        return "`data` is not a list"
+    if type(has_more) is not bool:
+        return "`has_more` is missing or not true/false"
+    if has_more and not data:
+        return "`has_more` is true on a page without objects"
+    if len(data) > request.limit:
+        return f"more objects than the {request.limit} asked for"
+    try:
+        created = [item["created"] for item in data]
+        newest = request.lt - 1 if request.before is None else min(request.lt - 1, request.before)
+        if created and not (newest >= created[0] and created[-1] >= request.gte):
+            return f"objects created outside [{request.gte}, {request.lt}) were listed"
+        if not all(map(operator.ge, created, created[1:])):
+            return "objects are not listed newest first"
+        for item in data:
+            if item["created"] != request.before:
+                break
+            if item["id"] == request.after:
+                return f"the page after {request.after} lists {request.after} again"
+    except (TypeError, KeyError):
+        return "an object without an id or an integer `created`"
+    return None
+
+
 class StripeAPIError(FatalAPIError):
     """A response the run cannot get past: shown as one line, never with the key or the body."""
 
@@ -143,6 +176,11 @@ class StripeStream(RESTStream[str | None]):
     filters: t.ClassVar[tuple[str, ...]] = ()
     #: Filters Stripe does not offer for this endpoint, applied by the tap to each record.
     local_filters: t.ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether the API has answered this stream once: a refused connection is then retried.
+        self.answered = threading.Event()
 
     @property
     def url_base(self) -> str:
@@ -177,7 +215,14 @@ class StripeStream(RESTStream[str | None]):
 
         def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
             limiter.acquire(self.path)
-            return func(*args, **kwargs)
+            try:
+                result = func(*args, **kwargs)
+            except requests.ConnectionError as exc:
+                if deterministic(exc, answered=self.answered.is_set()):
+                    raise StripeAPIError(network_error_message(exc, retried=False)) from None
+                raise
+            self.answered.set()
+            return result
 
         return super().request_decorator(limited)
 
@@ -197,15 +242,21 @@ class StripeStream(RESTStream[str | None]):
             params=self.page_params(request),
             headers=self.http_headers,
         )
-        return self._fetch_with_retries(prepared)
+        return self._fetch_with_retries(prepared, request)
 
     @cached_property
-    def _fetch_with_retries(self) -> t.Callable[[requests.PreparedRequest], Page]:
+    def _fetch_with_retries(self) -> t.Callable[[requests.PreparedRequest, PageRequest], Page]:
         return self.request_decorator(self._fetch_once)
 
-    def _fetch_once(self, prepared: requests.PreparedRequest) -> Page:
-        body = self.body(self._request(prepared, None))
-        return Page(body["data"], bool(body.get("has_more")))
+    def _fetch_once(self, prepared: requests.PreparedRequest, request: PageRequest) -> Page:
+        """A page that breaks Stripe's list contract is retried like a 5xx, and then fails:
+        taken as it is, it would end a slice early or never end it."""
+        response = self._request(prepared, None)
+        body = self.body(response)
+        if problem := page_problem(body, request):
+            msg = f"GET {self.path}: Stripe sent a list page that breaks its contract: {problem}"
+            raise RetriableAPIError(msg, response)
+        return Page(body["data"], body["has_more"])
 
     def page_params(self, request: PageRequest) -> dict:
         params: dict[str, t.Any] = {
@@ -243,13 +294,13 @@ class StripeStream(RESTStream[str | None]):
             except (msgspec.DecodeError, ValueError) as exc:
                 msg = f"{self.path}: Stripe sent a body that is not JSON (status {status})"
                 raise RetriableAPIError(msg, response) from exc
-            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                msg = f"{self.path}: Stripe sent JSON that is not a list of objects"
+            if not isinstance(body, dict):
+                msg = f"{self.path}: Stripe sent JSON that is not a list page"
                 raise RetriableAPIError(msg, response)
             return
         message = self.response_error_message(response)
         if status == 429:
-            self._tap.rate_limiter.pause(self.path, retry_after_seconds(response) or 1.0)
+            self._tap.rate_limiter.pause(self.path, self._retry_after(response) or 1.0)
         if should_retry == "false":
             raise StripeAPIError(message)
         if status in (409, 429) or status >= 500 or should_retry == "true":
@@ -287,14 +338,39 @@ class StripeStream(RESTStream[str | None]):
     def backoff_max_tries(self) -> int:
         return int(self.config.get("max_retries", 8)) + 1
 
+    @property
+    def _first_wait(self) -> float:
+        return int(self.config.get("retry_initial_wait_ms", 1000)) / 1000
+
+    @cached_property
+    def longest_wait(self) -> float:
+        """The longest the tap waits before a retry: its backoff's last wait, at most
+        `MAX_RETRY_WAIT`, and at least a second, so that a `Retry-After` is honoured as far."""
+        last = self._first_wait * 2 ** max(0, self.backoff_max_tries() - 2)
+        return max(1.0, min(MAX_RETRY_WAIT, last))
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        """Stripe's `Retry-After`, capped (and said so) as the backoff is: one large value
+        must not freeze an endpoint for an hour."""
+        asked = retry_after_seconds(response)
+        if asked is not None and asked > self.longest_wait:
+            self.logger.warning(
+                "GET %s: Stripe asked to retry after %g s; the tap waits %g s, its longest wait",
+                self.path,
+                asked,
+                self.longest_wait,
+            )
+            return self.longest_wait
+        return asked
+
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
-        first_wait = int(self.config.get("retry_initial_wait_ms", 1000)) / 1000
+        first_wait = self._first_wait
         exc = yield 0.0  # backoff primes the generator, then sends each failure in
         attempt = 0
         while True:
             response = getattr(exc, "response", None)
             retry_after = retry_after_seconds(response) if response is not None else None
-            wait = min(MAX_RETRY_WAIT, retry_after or first_wait * 2**attempt)
+            wait = min(self.longest_wait, retry_after or first_wait * 2**attempt)
             attempt += 1
             exc = yield wait
 
@@ -444,6 +520,42 @@ class StripeStream(RESTStream[str | None]):
         )
         self.state_manager.is_flushed = False
         self._write_state_message()
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def deterministic(exc: requests.ConnectionError, answered: bool) -> bool:
+    """A failure that a retry would only repeat: TLS always; a name that does not resolve or
+    a refused connection while the host has not answered once in this run."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    return not answered and any(
+        isinstance(cause, socket.gaierror | ConnectionRefusedError) for cause in causes(exc)
+    )
+
+
+def network_error_message(exc: requests.RequestException, retried: bool = True) -> str:
+    """requests' own text is a paragraph of pool internals; say where and what, once."""
+    url = urlparse(getattr(exc.request, "url", None) or "")
+    chain = list(causes(exc))
+    if isinstance(exc, requests.exceptions.SSLError):
+        what = "TLS handshake failed: no TLS server there, or its certificate is not valid"
+    elif any(isinstance(cause, socket.gaierror) for cause in chain):
+        what = "the host name does not resolve (DNS)"
+    elif isinstance(exc, requests.Timeout):
+        what = "no response in time"
+    elif any(isinstance(cause, ConnectionRefusedError) for cause in chain) or "refused" in str(exc):
+        what = "connection refused"
+    else:
+        what = "connection failed"
+    if retried:
+        what += ", retries exhausted"
+    return f"could not reach {url.scheme}://{url.netloc} ({what})"
 
 
 def is_loopback(url: str) -> bool:

@@ -99,6 +99,7 @@ class Walk:
         self.page_size = page_size
         self.concurrency = concurrency
         self.wait = wait
+        self.head: Slice | None = None
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -117,6 +118,8 @@ class Walk:
                     yield kind, payload
                 elif kind == "done":
                     yield "bookmark", self.scheduler.complete(piece)
+                elif kind == "probed":
+                    yield "bookmark", self.scheduler.bookmark()
                 elif kind == "error":
                     raise payload
                 else:
@@ -127,20 +130,29 @@ class Walk:
     def _fetch(self, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the walk's are all emitted."""
         try:
-            while piece := self._next_slice(channel):
-                if not self._fetch_slice(piece, channel):
+            while task := self._next_task(channel):
+                if isinstance(task, Slice):
+                    if not self._fetch_slice(task, channel):
+                        return
+                elif not self._probe(*task, channel):
                     return
         except Exception as exc:  # handed to the walk's thread, which raises it
             channel.send(("error", None, exc))
         finally:
             channel.send(("exit", None, None))
 
-    def _next_slice(self, channel: Channel) -> Slice | None:
-        """The oldest waiting slice; else, unless the endpoint's requests already queue for
-        the rate limit, the older half of the busiest one; else wait for either."""
+    def _next_task(self, channel: Channel) -> Slice | tuple[int, int] | None:
+        """The whole window, read from the top, first; then a probe for where history begins
+        while that is not known; the oldest waiting slice; else, unless the endpoint's requests
+        already queue for the rate limit, the older half of the busiest one; else wait."""
         scheduler = self.scheduler
         steal_from = STEAL_PAGES * self.page_size
         while not channel.closed.is_set():
+            if piece := scheduler.head():
+                self.head = piece
+                return piece
+            if bounds := scheduler.probe():
+                return bounds
             if piece := scheduler.take():
                 return piece
             if not self.endpoint.saturated() and (piece := scheduler.steal(steal_from)):
@@ -160,13 +172,18 @@ class Walk:
             records = page.records
             if records:
                 last = records[-1]
-                piece.read(len(records), str(last["id"]), last["created"])
+                piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
                 if last["created"] < piece.gte:  # stolen from while the page was in flight
                     records = [r for r in records if r["created"] >= piece.gte]
             if not page.has_more:
                 return channel.send(("records", piece, records)) and channel.send(
                     ("done", piece, None)
                 )
+            if piece is self.head and not piece.judged and self.scheduler.found_top(piece):
+                # Where history ends, and how dense it is there: the head waits while where
+                # it begins is found.
+                piece.judged = True
+                return channel.send(("records", piece, records))
             if not piece.judged and self.concurrency > 1:
                 self._split_if_dense(piece)
             piece.judged = True
@@ -174,6 +191,12 @@ class Walk:
                 return False
             if self.scheduler.yield_to_older(piece):
                 return True
+
+    def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
+        """One object, the newest created in `[gte, lt)`: whether history begins below `lt`."""
+        page = self.endpoint.fetch_page(PageRequest(gte, lt, limit=1))
+        self.scheduler.probed(gte, lt, page.records[0]["created"] if page.records else None)
+        return channel.send(("probed", None, None))
 
     def _split_if_dense(self, piece: Slice) -> None:
         """A first page that spans little of its slice means many pages to come: share them,

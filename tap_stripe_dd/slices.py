@@ -14,6 +14,7 @@ run's tail.
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 from dataclasses import dataclass
 
@@ -25,13 +26,19 @@ class Slice:
     lt: int
     #: Whether its density has been judged (on its first full page) already.
     judged: bool = False
+    #: A part of a split: taken as it is, never cut or merged.
+    exact: bool = False
     #: Objects read so far, and the id and `created` of the last one: where the cursor stands
     #: (a slice handed back half-read carries it to the next fetcher).
     seen: int = 0
     after: str | None = None
     position: int | None = None
+    #: The `created` of the first object read: the density is that of `[position, newest]`.
+    newest: int | None = None
 
-    def read(self, count: int, last_id: str, last_created: int) -> None:
+    def read(self, count: int, last_id: str, last_created: int, first_created: int) -> None:
+        if self.newest is None:
+            self.newest = first_created
         self.seen += count
         self.after, self.position = last_id, last_created
 
@@ -43,23 +50,32 @@ class Slice:
         """Estimated from the density read so far: objects between its start and the cursor."""
         if self.position is None or self.position <= self.gte:
             return 0.0
-        return (self.position - self.gte) * self.seen / max(1, self.lt - self.position)
+        newest = self.lt if self.newest is None else self.newest + 1
+        return (self.position - self.gte) * self.seen / max(1, newest - self.position)
 
 
 class SliceScheduler:
     def __init__(self, start: int, end: int, step: int, merge_up_to: int = 0) -> None:
-        """`merge_up_to`: merge adjacent fresh slices while they hold fewer objects than this
-        (estimated from the slices completed so far); 0 never merges."""
-        self.end = end
+        """`step`: the grid slices are cut on; `merge_up_to`: cut as many grid steps at once as
+        hold fewer objects than this (by the density known so far); 0 never merges. Slices are
+        cut from the waiting ranges only when taken, so memory does not depend on `step`."""
+        self.start, self.end, self.step = start, end, max(1, step)
         self.merge_up_to = merge_up_to
         self._pending: list[tuple[int, int, Slice]] = []
         self._open: set[Slice] = set()
         self._lock = threading.Lock()
         self._count = 0
-        self._objects = 0  # objects and seconds of the completed slices: the density so far
+        self._cuts = 0
+        # Objects and seconds the density is estimated from: the completed slices', and the
+        # head's first page (`found_top`).
+        self._objects = 0
         self._seconds = 0
-        for gte in range(start, end, step):
-            self._push(Slice(gte, min(gte + step, end)))
+        #: Where history may begin, not yet known: `[gte, lt)` of this placeholder (see `probe`).
+        self._unknown: Slice | None = None
+        self._probing = False
+        self._probes = 0
+        if end > start:
+            self._push(Slice(start, end))
 
     def _push(self, piece: Slice) -> None:
         self._count += 1
@@ -69,23 +85,142 @@ class SliceScheduler:
         starts = [p.gte for p in self._open] + [entry[0] for entry in self._pending[:1]]
         return min(starts, default=self.end)
 
+    def bookmark(self) -> int:
+        """Everything created before it has been emitted, or is known not to exist."""
+        with self._lock:
+            return self._bookmark()
+
+    def _grid(self, when: int) -> int:
+        """The grid edge at or before `when`."""
+        return self.start + (when - self.start) // self.step * self.step
+
+    def _merged_width(self) -> int:
+        """As many grid steps as together hold fewer than `merge_up_to` objects, by the density
+        known so far (one without a density)."""
+        if not (self.merge_up_to and self._seconds):
+            return self.step
+        expected = self.step * self._objects / self._seconds
+        if not expected:
+            return max(self.step, self.end - self.start)
+        return self.step * max(1, math.ceil(self.merge_up_to / expected) - 1)
+
     def take(self) -> Slice | None:
-        """The oldest slice nobody fetches yet, so that the bookmark can move early; merged
-        with its fresh neighbours while together they stay sparse."""
+        """The oldest slice nobody fetches yet, so that the bookmark can move early: a waiting
+        range that nobody has read yet is cut (or merged with its fresh neighbours) to the
+        width `_merged_width` allows."""
         with self._lock:
             if not self._pending:
                 return None
             piece = heapq.heappop(self._pending)[2]
-            while piece.fresh and self._pending and self._mergeable(piece, self._pending[0][2]):
-                piece.lt = heapq.heappop(self._pending)[2].lt
+            if piece.fresh and not piece.exact:
+                # The first slice is one grid step, so that the first bookmark comes early.
+                width = self._merged_width() if self._cuts else self.step
+                self._cuts += 1
+                cut = min(piece.lt, self._grid(piece.gte) + width)
+                if cut <= piece.gte:
+                    cut = min(piece.lt, piece.gte + width)
+                if cut < piece.lt:
+                    self._push(Slice(cut, piece.lt))
+                    piece.lt = cut
+                while (
+                    self._pending
+                    and (neighbour := self._pending[0][2]).fresh
+                    and not neighbour.exact
+                    and neighbour.gte == piece.lt
+                    and neighbour.lt - piece.gte <= width
+                ):
+                    piece.lt = heapq.heappop(self._pending)[2].lt
             self._open.add(piece)
             return piece
 
-    def _mergeable(self, piece: Slice, neighbour: Slice) -> bool:
-        if not (neighbour.fresh and neighbour.gte == piece.lt and self._seconds):
-            return False
-        expected = (neighbour.lt - piece.gte) * self._objects / self._seconds
-        return expected < self.merge_up_to
+    def head(self) -> Slice | None:
+        """The whole window as one slice, read from its newest object down, if nothing has
+        been taken yet: its first page says where history ends and how dense it is there."""
+        with self._lock:
+            if len(self._pending) != 1 or self._open or not self._pending[0][2].fresh:
+                return None
+            piece = heapq.heappop(self._pending)[2]
+            self._open.add(piece)
+            return piece
+
+    def found_top(self, head: Slice) -> bool:
+        """The head's first page says how dense history is at its end. Unless the window is
+        one grid step, the head keeps about a merged slice's worth below its cursor and goes
+        back to wait (with its cursor), and where history begins below that is found by
+        `probe` before it is sliced. Returns whether the head went back."""
+        with self._lock:
+            assert head.position is not None and head.newest is not None
+            self._objects += head.seen
+            self._seconds += max(1, head.newest - head.position)
+            # At most a merged slice's worth, and never the oldest step: the first bookmark
+            # comes after the oldest step is read, not after the head.
+            below = max(self.start + self.step, self._grid(head.position - self._merged_width()))
+            keep = min(self._grid(head.position), below)
+            if keep <= head.gte:
+                return False
+            self._unknown = Slice(head.gte, keep)
+            self._open.add(self._unknown)  # the bookmark waits on it
+            self._open.discard(head)
+            head.gte = keep
+            self._push(head)
+            return True
+
+    def probe(self) -> tuple[int, int] | None:
+        """`[gte, lt)` to ask for one object of (the newest), while where history begins is
+        not known and no other probe is in flight: first the oldest grid step (a window that
+        starts where history does needs no more), then halves of what is still unknown, until
+        that is narrow enough to be sliced (some empty slices cost less than more probes)."""
+        with self._lock:
+            unknown = self._unknown
+            if unknown is None or self._probing:
+                return None
+            width = 4 * self._merged_width()
+            if self._probes and unknown.lt - unknown.gte <= width:
+                self._release(unknown.gte, unknown.lt)
+                return None
+            if self._probes:
+                middle = self._grid((unknown.gte + unknown.lt) // 2)
+                if not unknown.gte < middle < unknown.lt:
+                    middle = (unknown.gte + unknown.lt) // 2
+            else:
+                middle = min(unknown.lt, unknown.gte + self.step)
+            self._probing = True
+            self._probes += 1
+            return unknown.gte, middle
+
+    def probed(self, gte: int, lt: int, newest: int | None) -> None:
+        """The newest object created in `[gte, lt)` was created at `newest` (None: there is
+        none, and the bookmark may pass `lt`)."""
+        with self._lock:
+            self._probing = False
+            unknown = self._unknown
+            assert unknown is not None and unknown.gte == gte
+            if newest is None:
+                unknown.gte = lt
+                if lt >= unknown.lt:
+                    self._open.discard(unknown)
+                    self._unknown = None
+            elif self._probes == 1:  # history begins in the oldest step: slice all of it
+                self._release(gte, unknown.lt)
+            else:
+                edge = max(gte, self._grid(newest))
+                self._push(Slice(edge, unknown.lt))
+                unknown.lt = edge
+                if edge <= gte:
+                    self._open.discard(unknown)
+                    self._unknown = None
+
+    def _release(self, gte: int, lt: int) -> None:
+        assert self._unknown is not None
+        self._open.discard(self._unknown)
+        self._unknown = None
+        if lt > gte:
+            self._push(Slice(gte, lt))
+
+    def locating(self) -> bool:
+        """Whether where history begins is still being found."""
+        with self._lock:
+            return self._unknown is not None
 
     def steal(self, min_objects: float) -> Slice | None:
         """For a fetcher with nothing left to take: the older half of what remains of the
@@ -140,7 +275,7 @@ class SliceScheduler:
             piece.gte = oldest
             step = max(1, -(-(oldest - gte) // parts))
             for start in range(gte, oldest, step):
-                self._push(Slice(start, min(start + step, oldest)))
+                self._push(Slice(start, min(start + step, oldest), exact=True))
 
     def complete(self, piece: Slice) -> int:
         """Marks `piece` emitted and returns the bookmark it allows."""

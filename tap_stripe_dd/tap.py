@@ -31,6 +31,7 @@ from tap_stripe_dd.client import (
     StripeStream,
     is_loopback,
     mask_secret,
+    network_error_message,
     to_unix,
 )
 from tap_stripe_dd.errors import UserError
@@ -355,18 +356,6 @@ def fail(message: str, exit_code: int) -> t.NoReturn:
         handler.flush()
     print(f"tap-stripe-dd: error: {message}", file=sys.stderr)
     sys.exit(exit_code)
-
-
-def network_error_message(exc: requests.RequestException) -> str:
-    """requests' own text is a paragraph of pool internals; say where and what, once."""
-    url = urlparse(getattr(exc.request, "url", None) or "")
-    if isinstance(exc, requests.Timeout):
-        what = "no response in time"
-    elif "refused" in str(exc):
-        what = "connection refused"
-    else:
-        what = "connection failed"
-    return f"could not reach {url.scheme}://{url.netloc} ({what}, retries exhausted)"
 
 
 if __name__ == "__main__":

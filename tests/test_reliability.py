@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from misbehaving import BREAKS, misbehaving
 
 from conftest import (
     BIN,
@@ -453,6 +454,61 @@ def test_fatal_fault_stops_clearly_and_the_next_run_resumes(emulators, run_tap, 
     assert_once(failed, rerun)
     assert_exact(emulator, failed, rerun)
     assert_no_secret(KEY, failed, rerun, failed.state)
+
+
+@pytest.mark.parametrize("broken", list(BREAKS))
+def test_a_page_that_breaks_stripes_list_contract_fails_in_one_line_and_moves_no_bookmark(
+    emulators, run_tap, broken
+):
+    """Issue #12: an empty page that says `has_more`, or one without it, ended its slice and
+    the bookmark passed objects never read; a server that ignored `created` never ended."""
+    emulator = emulators(objects=300)
+    with misbehaving(emulator, "/v1/charges", broken) as url:
+        run = run_tap(config_for(emulator, api_url=url, max_retries=2), timeout=60)
+    assert_one_line_error(run, "GET /charges: Stripe sent a list page that breaks its contract")
+    emitted = set(run.ids("charges"))
+    if bookmark := run.bookmark("charges"):
+        passed = {
+            i for i, when in created_at(emulator, "charges").items() if when < to_unix(bookmark)
+        }
+        assert passed <= emitted, f"the bookmark passed {len(passed - emitted)} objects never read"
+    assert_no_secret(KEY, run, run.state)
+
+
+def test_a_long_retry_after_is_capped_as_the_backoff_is_and_said(emulators, run_tap):
+    """Issue #12: one 429 with `Retry-After: 3600` stalled its endpoint for an hour while the
+    log said 60 s. The tests' backoff (10 ms doubled up to 8 times) waits 1.28 s at most."""
+    emulator = emulators(objects=100)
+    emulator.script_fault("/v1/charges", nth=2, kind="429", retry_after=3600)
+    run = run_tap(config_for(emulator), timeout=60)
+    assert run.returncode == 0, last_line(run.stderr)
+    assert "GET /charges: Stripe asked to retry after 3600 s; the tap waits 1.28 s" in run.stderr
+    assert_once(run)
+    assert_exact(emulator, run)
+
+
+# case: (api_url, what the error line names); {port} is a plain-HTTP emulator's.
+UNREACHABLE = {
+    "connection refused": ("http://127.0.0.1:9", "(connection refused)"),
+    "TLS to a plain-HTTP server": ("https://127.0.0.1:{port}", "(TLS handshake failed"),
+    "a name that does not resolve": ("https://api.stripe.invalid", "does not resolve (DNS)"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREACHABLE))
+def test_a_deterministic_network_failure_fails_at_once_in_one_line(emulators, run_tap, case):
+    """Issue #12: 187 s and ~420 lines of connection-pool internals (with the default backoff)
+    before the error, and TLS never named. A retry would only repeat these failures."""
+    url, named = UNREACHABLE[case]
+    emulator = emulators(objects=10)
+    config = config_for(emulator, api_url=url.format(port=emulator.url.rsplit(":", 1)[1]))
+    began = time.monotonic()
+    run = run_tap(config | {"retry_initial_wait_ms": 1000}, timeout=30)
+    assert time.monotonic() - began < 20
+    assert_one_line_error(run, named)
+    assert "ConnectionPool" not in run.stderr and "Backing off" not in run.stderr
+    assert_nothing_synced(run)
+    assert_no_secret(KEY, run)
 
 
 def test_fractional_request_timeout_is_honoured(emulators, run_tap):

@@ -38,7 +38,8 @@ def test_slices_cover_the_window_once_and_the_bookmark_never_passes_unfinished_w
         elif choice == 3 and open_slices:
             piece = pick(where)  # a page read: the cursor moves back into the slice
             top = piece.lt - 1 if piece.position is None else piece.position
-            piece.read(parts, f"ch_{parts}", piece.gte + int(where * (top - piece.gte)))
+            position = piece.gte + int(where * (top - piece.gte))
+            piece.read(parts, f"ch_{parts}", position, position if piece.newest is None else top)
         elif choice == 4 and open_slices:
             piece = pick(where)
             oldest = piece.gte + int(where * (piece.lt - piece.gte))
@@ -92,7 +93,7 @@ def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_curs
     scheduler = SliceScheduler(0, 300, 100)
     first, second = scheduler.take(), scheduler.take()
     assert first and second
-    second.read(25, "ch_2", 150)
+    second.read(25, "ch_2", 150, 199)
     assert not scheduler.yield_to_older(second), "only newer slices wait"
     scheduler.split(first, 80, 2)  # the bookmark's slice turned out dense: two parts wait
     assert scheduler.yield_to_older(second)

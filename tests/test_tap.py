@@ -233,7 +233,7 @@ def test_stream_maps_apply_through_the_sdks_path(emulator, run_tap):
     assert all("metadata" in refund for refund in run.records["refunds"])
 
 
-@settings(max_examples=2_000)
+@settings(max_examples=2_000, deadline=None)  # a timing on a shared machine is no check
 @given(st.integers(min_value=-(10**10), max_value=10**10))
 def test_unix_times_format_as_strftime_formats_them(unix):
     assert to_rfc3339(unix) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
