@@ -368,7 +368,7 @@ class StripeStream(RESTStream[str | None]):
         stripe_says = mask_secret(stripe_says, self.config.get("api_key"))
         if status == 401:
             problem = "the API key was rejected (invalid, revoked or for another account)"
-        elif status == 403 and path == "/events":
+        elif status == 403 and path == "/events" and error.get("code") != "account_invalid":
             problem = (
                 "the API key may not read events, from which changes and deletions are synced "
                 "(a restricted key needs the Events read permission, rak_event_read)"
