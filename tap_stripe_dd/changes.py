@@ -151,11 +151,17 @@ class TrackedStream(StripeStream):
                     "from start_date)"
                 )
                 raise UserError(msg)
+            unseen = (
+                f"; rows of objects deleted before {to_rfc3339(oldest - GAP_MARGIN)} stay unflagged"
+                if self.deletable
+                else ""
+            )
             self.logger.warning(
                 "%s, and Stripe keeps events for 30 days only: re-reading '%s' from "
-                "start_date (events_gap: resync)",
+                "start_date (events_gap: resync)%s",
                 since,
                 self.name,
+                unseen,
             )
             entry.pop("replication_key_value", None)
             swept = oldest
