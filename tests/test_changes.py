@@ -15,11 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, STREAMS, TapRun, parse_messages, tap_config
+from conftest import (
+    BIN,
+    RUN_JOB,
+    STREAMS,
+    TapRun,
+    Warehouse,
+    kill_meltano_run,
+    meltano_env,
+    parse_messages,
+    remove_files,
+    tap_config,
+)
 from tap_stripe_dd.changes import DELETED_AT, DELETION_COLUMNS, RETENTION
 from tap_stripe_dd.client import apply_plan, datetime_plan, schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.emulator.protocol import StripeError
+from tap_stripe_dd.query.rewrite import to_duckdb
+from tap_stripe_dd.query.warehouse import open_warehouse
 
 HOUR, DAY = 3_600, 86_400
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -184,18 +197,21 @@ def changed_since(emulator: StripeEmulator, since: int) -> int:
     return sum(1 for event in emulator.events() if event["created"] >= since)
 
 
-def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_path):
-    """Many rounds; some runs SIGKILLed at a random moment; after every completed sync, every
-    table equals the truth field by field. Events are listed 2 s late, payloads are in the
-    account's older version (2022-08-01, without charges' pinned shape)."""
-    rng = random.Random(11)
+@pytest.mark.parametrize(
+    "rounds", [4, pytest.param(40, marks=[pytest.mark.soak, pytest.mark.slow])]
+)
+def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_path, rounds):
+    """Rounds of activity and writes; some runs SIGKILLed at a random moment; after every
+    completed sync, every table equals the truth field by field. Events are listed 2 s late,
+    payloads are in the account's older version (2022-08-01, not charges' pinned shape)."""
+    rng = random.Random(11 + rounds)
     emulator = emulators(events_lag=2)
     config = tap_config(emulator, max_concurrency=2)
     model = Model()
     assert sync(tmp_path, config, model) is not None
     assert model.differences(emulator) == []
     completed = 0
-    for _ in range(8):
+    for _ in range(rounds):
         start = int(emulator.now())
         writes(emulator, rng)
         emulator.advance(rng.choice([5, 600, 5 * HOUR, 2 * DAY]))
@@ -206,7 +222,7 @@ def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_
         assert sync(tmp_path, config, model) is not None
         completed += 1
         assert model.differences(emulator) == []
-    assert completed == 8
+    assert completed == rounds
     deleted = [i for i, row in model.rows["customers"].items() if row.get("deleted")]
     assert deleted, "no deletion was synced"
     assert all(model.rows["customers"][i][DELETED_AT] for i in deleted)
@@ -389,3 +405,93 @@ def test_pending_balance_transactions_are_re_read_until_available(emulators, tmp
     assert model.differences(emulator) == []
     floor = model.state["bookmarks"]["balance_transactions"]["pending_from"]
     assert to_unix(floor) == int(emulator.now())  # nothing pending: the next run starts at now
+
+
+# Through `meltano run`, into DuckDB: the warehouse itself is compared with the truth.
+
+MELTANO_KEY = "sk_test_Chang3sK3yN0tL3ak3dAnywh3r3x"
+
+
+def warehouse_differences(wh: Warehouse, emulator: StripeEmulator) -> list[str]:
+    """Every live row against the truth, column by column (date-times in RFC 3339, JSON text
+    decoded); flagged rows are deleted customers."""
+    found = []
+    now = int(emulator.now())
+    for stream in STREAMS:
+        columns = dict(
+            wh.query(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                f"WHERE schema_name = 'mystripeapi' AND table_name = '{stream}'"
+            )
+        )
+        names = [n for n in columns if not n.startswith("_sdc_")]
+        selects = ", ".join(
+            f"strftime(\"{n}\", '%Y-%m-%dT%H:%M:%SZ')"
+            if columns[n].startswith("TIMESTAMP")
+            else f'"{n}"'
+            for n in names
+        )
+        rows = {
+            row["id"]: row
+            for row in (
+                dict(zip(names, values, strict=True))
+                for values in wh.query(
+                    f"SELECT {selects} FROM mystripeapi.{stream} WHERE _sdc_deleted_at IS NULL"
+                )
+            )
+        }
+        truth = {}
+        for obj in emulator.current(stream):
+            if obj["created"] < now:
+                apply_plan(obj, PLANS[stream])  # date-times as the tap writes them
+                truth[obj["id"]] = obj
+        if rows.keys() != truth.keys():
+            found.append(f"{stream}: ids differ ({len(rows.keys() ^ truth.keys())})")
+        for object_id in rows.keys() & truth.keys():
+            row, obj = rows[object_id], truth[object_id]
+            for name in names:
+                value = row[name]
+                if isinstance(value, str) and isinstance(obj.get(name), dict | list):
+                    value = json.loads(value)  # JSON text, in a JSON or VARCHAR column
+                if value != obj.get(name):
+                    found.append(f"{stream}: {object_id}.{name}: {value!r} != {obj.get(name)!r}")
+        flagged = {
+            i
+            for (i,) in wh.query(
+                f"SELECT id FROM mystripeapi.{stream} WHERE _sdc_deleted_at IS NOT NULL"
+            )
+        }
+        if not flagged <= set(emulator.deleted(stream)):
+            found.append(f"{stream}: flagged rows that are not deleted")
+    return found
+
+
+def test_meltano_runs_some_killed_keep_duckdb_equal_to_the_truth(emulators, warehouse):
+    """`meltano run` rounds of activity and writes, one killed with SIGKILL mid-run; DuckDB
+    equals the truth after every completed one, and the Drill-form samples answer as the live
+    list: deleted customers left out, newest first."""
+    rng = random.Random(5)
+    emulator = emulators(events_lag=0)
+    wh = warehouse(emulator, **meltano_env(MELTANO_KEY))
+    wh.run_job()
+    assert warehouse_differences(wh, emulator) == []
+    for kill in (True,):
+        writes(emulator, rng)
+        emulator.write("DELETE", f"/v1/customers/{emulator.current('customers')[-1]['id']}")
+        emulator.advance(rng.choice([HOUR, DAY]))
+        if kill:
+            emulator.clear_log()
+            killed = kill_meltano_run(wh, emulator, lambda: len(emulator.request_log) > 20)
+            remove_files(killed.leftovers)
+        wh.meltano(*RUN_JOB[:3], "--force", RUN_JOB[3])
+        assert warehouse_differences(wh, emulator) == []
+    with open_warehouse(wh.path) as connection:
+        sql = to_duckdb("SELECT id, created FROM `mystripeapi`.`/customers`", connection)
+        listed = [row[0] for row in connection.con.execute(sql).fetchall()]
+    created = {obj["id"]: obj["created"] for obj in emulator.current("customers")}
+    assert set(listed) == set(created)  # the deleted ones (flagged rows) left out
+    assert [created[i] for i in listed] == sorted(created.values(), reverse=True)
+    ((flagged,),) = wh.query(
+        "SELECT count(*) FROM mystripeapi.customers WHERE deleted AND _sdc_deleted_at IS NOT NULL"
+    )
+    assert flagged >= 2  # plain SQL sees them
