@@ -29,6 +29,9 @@ from tap_stripe_dd.slices import Slice, SliceScheduler
 MERGE_PAGES = 25
 # A fetcher with nothing to take splits another's slice when that has this many pages left.
 STEAL_PAGES = 4
+# The slice the bookmark waits on is shared in parts of at least this many pages while the
+# endpoint's requests queue for the rate limit (else of two).
+SATURATED_PART_PAGES = 8
 IDLE_POLL_SECONDS = 0.05
 
 
@@ -193,10 +196,20 @@ class Walk:
                 return True
 
     def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
-        """One object, the newest created in `[gte, lt)`: whether history begins below `lt`."""
-        page = self.endpoint.fetch_page(PageRequest(gte, lt, limit=1))
-        self.scheduler.probed(gte, lt, page.records[0]["created"] if page.records else None)
-        return channel.send(("probed", None, None))
+        """The first page of `[gte, lt)`, where history may begin: without objects, it does
+        not; with some, they are handed on, and the range is a slice (see `probed`)."""
+        piece = Slice(gte, lt)
+        page = self.endpoint.fetch_page(PageRequest(gte, lt, self.page_size))
+        records = page.records
+        if records:
+            last = records[-1]
+            piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
+        self.scheduler.probed(piece, complete=not page.has_more)
+        if not records:
+            return channel.send(("probed", None, None))
+        return channel.send(("records", piece, records)) and (
+            page.has_more or channel.send(("done", piece, None))
+        )
 
     def _split_if_dense(self, piece: Slice) -> None:
         """A first page that spans little of its slice means many pages to come: share them,
@@ -204,15 +217,17 @@ class Walk:
         queue for the rate limit anyway, since every extra slice costs a request (a partial
         last page); and always the slice the bookmark waits on, whose parts the other fetchers
         then take at their next page edge (`yield_to_older`), so that the bookmark moves after
-        about one slice's pages, not one slice per fetcher."""
+        about one slice's pages, not one slice per fetcher (in parts of `SATURATED_PART_PAGES`
+        while requests queue: more parts would not make it faster)."""
         scheduler = self.scheduler
         pages_left = piece.objects_left() / self.page_size
+        saturated = self.endpoint.saturated()
         if scheduler.holds_bookmark(piece):
             idle = self.concurrency
-        elif self.endpoint.saturated():
+        elif saturated:
             return
         else:
             idle = self.concurrency - scheduler.waiting()
-        parts = min(int(pages_left // 2), idle)
+        parts = min(int(pages_left // (SATURATED_PART_PAGES if saturated else 2)), idle)
         if parts >= 2 and piece.position is not None:
             scheduler.split(piece, piece.position, parts)

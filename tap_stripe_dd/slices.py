@@ -74,6 +74,8 @@ class SliceScheduler:
         self._unknown: Slice | None = None
         self._probing = False
         self._probes = 0
+        self._gallop = 1  # merged widths below the newest known objects, for the next probe
+        self._bisecting = False
         if end > start:
             self._push(Slice(start, end))
 
@@ -166,49 +168,65 @@ class SliceScheduler:
             return True
 
     def probe(self) -> tuple[int, int] | None:
-        """`[gte, lt)` to ask for one object of (the newest), while where history begins is
-        not known and no other probe is in flight: first the oldest grid step (a window that
-        starts where history does needs no more), then halves of what is still unknown, until
-        that is narrow enough to be sliced (some empty slices cost less than more probes)."""
+        """`[gte, lt)` to read the first page of (see `probed`), while where history begins is
+        not known and no other probe is in flight. First the oldest grid step: a window that
+        starts where history does needs no more. Then down from the newest known objects, one
+        merged slice's width, then two, four...: each step that holds objects is sliced at
+        once, so that fetchers have work while the search goes on. Once a step is empty,
+        halves of what is still unknown, until that is narrow enough to be sliced (a few
+        empty slices cost less than more probes)."""
         with self._lock:
             unknown = self._unknown
             if unknown is None or self._probing:
                 return None
-            width = 4 * self._merged_width()
-            if self._probes and unknown.lt - unknown.gte <= width:
+            width = self._merged_width()
+            if self._probes and unknown.lt - unknown.gte <= 4 * width:
                 self._release(unknown.gte, unknown.lt)
                 return None
-            if self._probes:
-                middle = self._grid((unknown.gte + unknown.lt) // 2)
-                if not unknown.gte < middle < unknown.lt:
-                    middle = (unknown.gte + unknown.lt) // 2
+            if not self._probes:
+                below = min(unknown.lt, unknown.gte + self.step)
             else:
-                middle = min(unknown.lt, unknown.gte + self.step)
+                below = self._grid(unknown.lt - self._gallop * width)
+                if self._bisecting or not unknown.gte < below < unknown.lt:
+                    self._bisecting = True
+                    below = self._grid((unknown.gte + unknown.lt) // 2)
+                    if not unknown.gte < below < unknown.lt:
+                        below = (unknown.gte + unknown.lt) // 2
             self._probing = True
             self._probes += 1
-            return unknown.gte, middle
+            return unknown.gte, below
 
-    def probed(self, gte: int, lt: int, newest: int | None) -> None:
-        """The newest object created in `[gte, lt)` was created at `newest` (None: there is
-        none, and the bookmark may pass `lt`)."""
+    def probed(self, piece: Slice, complete: bool) -> None:
+        """The first page of `piece`, a `probe`'s range, has been read (`complete`: it was
+        the only one). Without objects, history begins above it. Else it becomes a slice of
+        its own, its older edge where its objects reach on the grid, to be read on from its
+        cursor unless `complete`; and the range between it and the known objects is sliced."""
         with self._lock:
             self._probing = False
             unknown = self._unknown
-            assert unknown is not None and unknown.gte == gte
-            if newest is None:
-                unknown.gte = lt
-                if lt >= unknown.lt:
+            assert unknown is not None and unknown.gte == piece.gte and piece.lt <= unknown.lt
+            if not piece.seen:
+                unknown.gte = piece.lt
+                self._bisecting = self._probes > 1
+                if unknown.gte >= unknown.lt:
                     self._open.discard(unknown)
                     self._unknown = None
-            elif self._probes == 1:  # history begins in the oldest step: slice all of it
-                self._release(gte, unknown.lt)
+                return
+            if piece.lt < unknown.lt:
+                self._push(Slice(piece.lt, unknown.lt))
+            if self._probes == 1:  # history begins in the oldest step: slice all of it
+                unknown.lt = piece.gte
             else:
-                edge = max(gte, self._grid(newest))
-                self._push(Slice(edge, unknown.lt))
-                unknown.lt = edge
-                if edge <= gte:
-                    self._open.discard(unknown)
-                    self._unknown = None
+                self._gallop *= 2
+                assert piece.position is not None
+                piece.gte = unknown.lt = max(piece.gte, self._grid(piece.position))
+            if unknown.lt <= unknown.gte:
+                self._open.discard(unknown)
+                self._unknown = None
+            if complete:
+                self._open.add(piece)  # until the walk has handed on its objects
+            else:
+                self._push(piece)
 
     def _release(self, gte: int, lt: int) -> None:
         assert self._unknown is not None

@@ -511,6 +511,17 @@ def test_a_deterministic_network_failure_fails_at_once_in_one_line(emulators, ru
     assert_no_secret(KEY, run)
 
 
+def test_a_tiny_slice_days_makes_slices_only_as_needed(emulators, run_tap):
+    """Issue #12: `slice_days` 0.0001 (8.6 s) built millions of slices up front: 3.5 GB and
+    no output. Slices are cut when taken, merged to the density."""
+    emulator = emulators(objects=300)
+    run = run_tap(config_for(emulator, slice_days=0.0001), timeout=60)
+    assert run.returncode == 0, last_line(run.stderr)
+    assert_once(run)
+    assert_exact(emulator, run)
+    assert len(requests_to(emulator, "charges")) < 100
+
+
 def test_fractional_request_timeout_is_honoured(emulators, run_tap):
     """The setting is a number of seconds: 0.5 once became int(0.5) == 0, and every request
     raised ValueError with a traceback."""

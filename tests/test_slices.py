@@ -140,3 +140,46 @@ def test_a_429_pauses_the_whole_endpoint():
     began = time.monotonic()
     limiter.acquire("/b")
     assert time.monotonic() - began < 0.1
+
+
+def test_slices_are_cut_when_taken_so_memory_does_not_depend_on_the_step():
+    """Issue #12: `slice_days` 0.0001 built millions of slices up front (3.5 GB, no output)."""
+    scheduler = SliceScheduler(0, 10**6, 1, merge_up_to=100)
+    assert scheduler.waiting() == 1
+    first = scheduler.take()
+    assert first and (first.gte, first.lt) == (0, 1) and scheduler.waiting() == 1
+
+
+def read_top(piece: Slice, created: list[int], limit: int = 100) -> bool:
+    """Reads the first page of `piece` from `created` (sorted): whether there are more."""
+    inside = [c for c in created if piece.gte <= c < piece.lt][::-1]
+    if inside:
+        page = inside[:limit]
+        piece.read(len(page), f"ob_{page[-1]}", page[-1], page[0])
+    return len(inside) > limit
+
+
+@settings(max_examples=200, deadline=None)
+@given(oldest=st.integers(0, 2**30), count=st.integers(101, 3_000), step=st.integers(1, 10**6))
+def test_probes_find_where_history_begins_in_few_requests_and_leave_no_gap(oldest, count, step):
+    """History from 2011 while objects exist only lately: a handful of first pages find where
+    they begin (O(log) of the window), and every object stays in a waiting or open slice."""
+    end = 2**30 + 10**6
+    created = sorted(oldest + (end - 1 - oldest) * i // (count - 1) for i in range(count))
+    scheduler = SliceScheduler(0, end, step, merge_up_to=2_500)
+    head = scheduler.head()
+    assert head and read_top(head, created)
+    scheduler.found_top(head)
+    probes = 0
+    while bounds := scheduler.probe():
+        probes += 1
+        piece = Slice(*bounds)
+        scheduler.probed(piece, complete=not read_top(piece, created))
+        assert scheduler.bookmark() <= oldest, "the bookmark passed objects never read"
+    assert not scheduler.locating()
+    assert probes <= 2 * (end // max(step, 1)).bit_length() + 2
+    covered = [(p.gte, p.lt) for *_, p in scheduler._pending] + [
+        (p.gte, p.lt) for p in scheduler._open
+    ]
+    for c in created:
+        assert any(gte <= c < lt for gte, lt in covered), f"object at {c} in no slice"

@@ -37,7 +37,7 @@ Act = Callable[["State", int, Rng], None]
 def recent(state: State, resource: str, t: int, rng: Rng) -> int | None:
     """One of the newest RECENT objects of `resource` that exist at `t` (not deleted)."""
     dataset = state.dataset
-    born = dataset.timeline.first_index_from((t + 1, -1))
+    born = state.born_by(t)
     added = dataset.total(resource) - dataset.count
     total = born + added
     for _ in range(TRIES):
@@ -93,9 +93,9 @@ def paid_charge(state: State, t: int, rng: Rng, undisputed: bool) -> int | None:
         index = recent(state, "charges", t, rng)
         if index is None:
             return None
-        charge = state.get("charges", index)
-        left = charge["amount"] - charge["amount_refunded"]
-        if charge["captured"] and left > 0 and not (undisputed and charge["disputed"]):
+        charge = state.field("charges", index)
+        left = charge("amount") - charge("amount_refunded")
+        if charge("captured") and left > 0 and not (undisputed and charge("disputed")):
             return index
     return None
 

@@ -37,19 +37,24 @@ CREATED_EVENTS = {
     "payouts": "payout.created",
 }
 FAILURES = [code for code, _ in PAYOUT_FAILURES]
+LIFECYCLES = frozenset({"balance_transactions", "disputes", "payouts", "refunds"})
+# How far back a born object may still be moving: a pending balance transaction is at most 2
+# days old (available_on), a dispute 60 days; others' events reach back 30 days.
+WINDOWS = {"balance_transactions": 3 * 86_400, "disputes": DISPUTE_LIFE}
 
 
 def adopt(state: State, now: int) -> None:
     """Schedules the recent born objects' creation events and unfinished lifecycles."""
     dataset = state.dataset
     for resource in RESOURCES:
-        window = DISPUTE_LIFE if resource == "disputes" else RETENTION
+        window = WINDOWS.get(resource, RETENTION)
         first = dataset.timeline.first_index_from((now - window, -1))
         for index in range(first, dataset.count):
-            obj = state.get(resource, index)
-            restart(state, resource, index, obj, now)
-            if obj["created"] > now - RETENTION and resource != "balance_transactions":
-                state.schedule(obj["created"], "born", resource, index)
+            if resource in LIFECYCLES:
+                restart(state, resource, index, state.get(resource, index), now)
+            created = dataset.timeline.created(index)
+            if created > now - RETENTION and resource != "balance_transactions":
+                state.schedule(created, "born", resource, index)
 
 
 def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None:
@@ -91,12 +96,16 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
 
 @action
 def born(state: State, t: int, resource: str, index: int) -> None:
-    obj = state.get(resource, index)
+    obj = state.overlay[resource].get(index)
     if resource == "charges":
-        kind = CHARGE_EVENTS.get(obj["status"], "charge.pending")
+        status = state.field(resource, index)("status")
+        kind = CHARGE_EVENTS.get(status, "charge.pending")
     else:
         kind = CREATED_EVENTS[resource]
-    state.emit(t, kind, resource, obj, None, None)
+    if obj is None:
+        state.emit_born(t, kind, resource, index)
+    else:
+        state.emit(t, kind, resource, obj, None, None)
 
 
 assert "needs_response" not in CLOSED

@@ -59,12 +59,20 @@ class Added:
                 else:
                     bisect.insort(self.keys, (created, index))
 
-    def between(self, low: Key, high: Key, now: float) -> list[Key]:
+    def between(self, low: Key, high: Key, now: float, descending: bool) -> Iterator[Key]:
+        """The visible keys with low < key < high, lazily: a page needs only its first few.
+        (Keys are appended, or in rare cases inserted, while this runs: an insert can shift a
+        key by one place under a running listing, as a write can race a list on Stripe.)"""
         with self.lock:
-            keys = self.keys[
-                bisect.bisect_right(self.keys, low) : bisect.bisect_left(self.keys, high)
-            ]
-        return [key for key in keys if self.visible_at[key[1]] <= now]
+            keys = self.keys
+            first, stop = bisect.bisect_right(keys, low), bisect.bisect_left(keys, high)
+        positions = range(stop - 1, first - 1, -1) if descending else range(first, stop)
+        visible_at = self.visible_at
+        return (key for key in map(keys.__getitem__, positions) if visible_at[key[1]] <= now)
+
+    def any_between(self, low: Key, high: Key) -> bool:
+        with self.lock:
+            return bisect.bisect_right(self.keys, low) < bisect.bisect_left(self.keys, high)
 
 
 class Dataset:
@@ -215,12 +223,12 @@ class Dataset:
         first = timeline.first_index_from((low[0], low[1] + 1))
         stop = timeline.first_index_from(high)
         generated = range(stop - 1, first - 1, -1) if descending else range(first, stop)
-        keys = self._added[resource].between(low, high, now)
-        if not keys:
+        added = self._added[resource]
+        if not added.any_between(low, high):
             return iter(generated)
         merged = heapq.merge(
             ((timeline.created(i), i) for i in generated),
-            reversed(keys) if descending else keys,
+            added.between(low, high, now, descending),
             reverse=descending,
         )
         return (index for _, index in merged)

@@ -91,6 +91,7 @@ class StripeEmulator:
         if not valid(account_api_version):
             raise ValueError(f"account_api_version must look like {LATEST}")
         self.activity = activity
+        self._api_key = api_key
         self.events_lag = events_lag
         self.account_api_version = account_api_version
         self.accounts = Accounts(seed, accounts, self.created_from, start)
@@ -122,7 +123,9 @@ class StripeEmulator:
             dataset.prewarm()
             self._prewarmed = dataset
             self._prewarm = False  # a restart after stop() serves what is rendered already
-        self.state(None)  # the platform's history runs before the first request, not in it
+        state = self.state(None)  # the platform's history runs before the first request
+        if self._prewarmed is not None:
+            state.prewarm()
         if self._server is None:
             self._server = Server(self._port, self._service)
             self._thread = threading.Thread(
@@ -286,7 +289,8 @@ class StripeEmulator:
         without HTTP; returns the answer, or raises StripeError with Stripe's error."""
         pairs = params.items() if isinstance(params, dict) else params or ()
         items = [(name, str(value)) for name, value in pairs]
-        headers = {"Authorization": "Bearer sk_test_emulatorWrite0000", "Stripe-Version": version}
+        key = self._api_key or "sk_test_emulatorWrite0000"
+        headers = {"Authorization": f"Bearer {key}", "Stripe-Version": version}
         if account is not None:
             headers["Stripe-Account"] = account
         response = self._service.api.respond(

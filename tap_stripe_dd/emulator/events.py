@@ -19,7 +19,8 @@ from itertools import islice
 from typing import Any
 
 from tap_stripe_dd.emulator.keys import IdCodec, mix64
-from tap_stripe_dd.emulator.protocol import StripeError, integer, unknown_parameter
+from tap_stripe_dd.emulator.lists import ListQuery
+from tap_stripe_dd.emulator.protocol import StripeError, invalid
 from tap_stripe_dd.emulator.versions import Obj, render
 
 RETENTION = 30 * 86_400
@@ -34,10 +35,11 @@ class Event:
     created: int
     type: str
     resource: str
-    object: Obj
+    object: Obj | None  # None: born object `born`, unchanged, read when first served
     previous: Obj | None
     request: str | None
     refunds: Sequence[Obj] = ()  # a charge's refunds when it happened, for old versions
+    born: int = -1
     json: bytes | None = field(default=None, repr=False)
 
     @property
@@ -46,8 +48,9 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, key: int, version: str) -> None:
+    def __init__(self, key: int, version: str, born: Callable[[str, int], Obj]) -> None:
         self.version = version
+        self._born = born
         self._codec = IdCodec("evt", key, 24)
         self._events: list[Event] = []
         self._times: list[int] = []
@@ -74,8 +77,11 @@ class EventLog:
     def json(self, event: Event) -> bytes:
         if event.json is None:
             refunds = event.refunds
+            obj = event.object
+            if obj is None:
+                obj = self._born(event.resource, event.born)
             data: dict[str, Any] = {
-                "object": render(event.resource, event.object, self.version, lambda _: refunds)
+                "object": render(event.resource, obj, self.version, lambda _: refunds)
             }
             if event.previous is not None:
                 data["previous_attributes"] = event.previous
@@ -106,62 +112,35 @@ class EventLog:
         self, params: Iterable[tuple[str, str]], now: float, lag: float
     ) -> tuple[list[bytes], bool]:
         """One page of `GET /v1/events`: newest first, as Stripe filters and pages it."""
-        low, high = int(now) - RETENTION, int(now - lag)  # served: low < created <= high
-        limit, cursor, types, delivered = 10, None, None, None
+        types: tuple[str, list[str]] | None = None
+        delivered = None
+        rest = []
         for name, value in params:
-            if name == "limit":
-                limit = integer(name, value)
-                if not 1 <= limit <= 100:
-                    raise StripeError(
-                        400, "Limit must be between 1 and 100.", "parameter_invalid_integer", name
-                    )
-            elif name in ("starting_after", "ending_before"):
-                if cursor and cursor[0] != name:
-                    raise StripeError(
-                        400,
-                        "You may only specify one of these parameters: ending_before, "
-                        "starting_after.",
-                        "parameter_invalid",
-                        name,
-                    )
-                cursor = (name, value)
-            elif name in ("created", "created[gt]", "created[gte]", "created[lt]", "created[lte]"):
-                number = integer(name, value)
-                op = name[8:-1] or "eq"
-                if op in ("gt", "gte", "eq"):
-                    low = max(low, number - (op != "gt"))
-                if op in ("lt", "lte", "eq"):
-                    high = min(high, number - (op == "lt"))
-            elif (
+            if (
                 name == "type"
                 or name == "types[]"
                 or (name.startswith("types[") and name[6:-1].isdigit())
             ):
                 kind = "type" if name == "type" else "types"
                 if types is not None and types[0] != kind:
-                    raise StripeError(
-                        400,
-                        "You cannot specify both `type` and `types` at the same time.",
-                        "parameter_invalid",
-                        name,
+                    raise invalid(
+                        "You cannot specify both `type` and `types` at the same time.", name
                     )
                 types = (kind, [*(types[1] if types else []), value])
                 if kind == "types" and len(types[1]) > MAX_TYPES:
-                    raise StripeError(
-                        400,
-                        f"You may specify at most {MAX_TYPES} event types in `types`.",
-                        "parameter_invalid",
-                        "types",
-                    )
+                    raise invalid(f"You may specify at most {MAX_TYPES} event types.", "types")
             elif name == "delivery_success":
                 if value not in ("true", "false"):
-                    raise StripeError(400, f"Invalid boolean: {value}", "parameter_invalid", name)
+                    raise invalid(f"Invalid boolean: {value}", name)
                 delivered = value == "true"
             else:
-                raise unknown_parameter(name)
-        events = self._events
-        first = bisect.bisect_right(self._times, low)
-        stop = bisect.bisect_right(self._times, high)
+                rest.append((name, value))
+        query = ListQuery.parse("events", rest)  # limit, cursors, created[...], as everywhere
+        limit, cursor = query.limit, query.cursor
+        times, events = self._times, self._events
+        # Served: now - 30 days < created <= now - lag, and within the query's created range.
+        first = max(position(times, query.low), bisect.bisect_right(times, int(now) - RETENTION))
+        stop = min(position(times, query.high), bisect.bisect_right(times, int(now - lag)))
         backwards = cursor is not None and cursor[0] == "ending_before"
         if cursor is not None:
             anchor = self._codec.decode(cursor[1])
@@ -186,6 +165,14 @@ class EventLog:
         if backwards:
             page.reverse()
         return [self.json(event) for event in page], has_more
+
+
+def position(times: list[int], key: tuple[int, int]) -> int:
+    """Where a (created, ...) key of ListQuery falls among the events' times: keys with a
+    negative second part sit before their second's events, the others after them."""
+    if key[1] < 0:
+        return bisect.bisect_left(times, key[0])
+    return bisect.bisect_right(times, key[0])
 
 
 def matcher(names: list[str]) -> Callable[[Event], bool]:

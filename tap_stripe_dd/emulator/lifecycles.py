@@ -45,8 +45,7 @@ CATEGORY = {
     "payout": "payout",
     "payout_cancel": "payout_reversal",
     "payout_failure": "payout_reversal",
-    "adjustment": "dispute",
-    "dispute_reversal": "dispute_reversal",
+    "adjustment": "dispute",  # a dispute's withdrawal; its reinstatement says dispute_reversal
 }
 CLOSED = frozenset({"won", "lost", "warning_closed", "charge_refunded"})
 OPEN_TO_REVIEW = {
@@ -75,6 +74,7 @@ def add_transaction(
     currency: str,
     fee: int = 0,
     available_on: int | None = None,
+    category: str | None = None,
 ) -> int:
     """A balance transaction of `kind` for `source`; `pending` until `available_on`."""
     available_on = t if available_on is None else available_on
@@ -96,7 +96,7 @@ def add_transaction(
         "fee": fee,
         "fee_details": fee_details if fee else [],
         "net": amount - fee,
-        "reporting_category": CATEGORY[kind],
+        "reporting_category": category or CATEGORY[kind],
         "source": source,
         "status": "available" if available_on <= t else "pending",
         "type": kind,
@@ -269,7 +269,8 @@ def settle_refund(state: State, t: int, index: int, fails: bool, adds: bool) -> 
     changes: Obj = {"status": "failed" if fails else "succeeded"}
     if fails:
         changes["failure_reason"] = "expired_or_canceled_card"
-        changes["failure_balance_transaction"] = refund_failure(state, t, refund) if adds else None
+        if adds:  # the field is absent without one (it is never null on Stripe)
+            changes["failure_balance_transaction"] = refund_failure(state, t, refund)
     kinds = ["refund.failed", "refund.updated"] if fails else ["refund.updated"]
     refund = state.change(t, "refunds", index, changes, kinds)
     if fails and refund["charge"] and (found := state.find(refund["charge"])):
@@ -384,8 +385,9 @@ def close(state: State, t: int, index: int, outcome: str, request: str | None) -
     if status == "won" and dispute["balance_transactions"]:
         amount, currency = dispute["amount"], dispute["currency"]
         back = add_transaction(
-            state, t, "dispute_reversal", dispute["id"], amount + DISPUTE_FEE, currency
-        )
+            state, t, "adjustment", dispute["id"], amount + DISPUTE_FEE, currency,
+            category="dispute_reversal",
+        )  # fmt: skip
         changes["balance_transactions"] = [
             *dispute["balance_transactions"],
             state.get("balance_transactions", back),
@@ -434,7 +436,8 @@ def plan_payout(
     failure = (
         (rng.below(len(PAYOUT_FAILURES)) if rng.chance(5) else -1) if failure is None else failure
     )
-    state.schedule(min(t + rng.between(HOUR, 6 * HOUR), arrival), "send_payout", index)
+    sent = min(t + rng.between(6 * HOUR, DAY), arrival - HOUR)
+    state.schedule(max(t + 60, sent), "send_payout", index)
     state.schedule(arrival, "arrive", index, failure, adds)
 
 

@@ -7,11 +7,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tap_stripe_dd.emulator.dataset import HIGHEST, INFINITY, LOWEST, Key
 from tap_stripe_dd.emulator.protocol import StripeError, integer, no_such
-from tap_stripe_dd.emulator.state import State
+
+if TYPE_CHECKING:
+    from tap_stripe_dd.emulator.state import State
 
 RANGE_PARAM = re.compile(r"(\w+)(?:\[(gt|gte|lt|lte)\])?")
 # Equality filters each list endpoint documents, and range filters (besides `created`).

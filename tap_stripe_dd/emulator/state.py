@@ -27,6 +27,8 @@ from tap_stripe_dd.emulator.versions import Obj, canonical, render, sublist
 TEMPLATES = 256  # born objects that new objects start from
 PREFIXES = {spec.prefix: name for name, spec in RESOURCES.items()}
 compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# A charge's `refunds` in old versions when it has none, up to its id (see old_json).
+NO_REFUNDS = b',"refunds":' + compact(sublist("/v1/charges/", [])).encode()[:-2]
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}  # name -> what it does; filled by lifecycles.py and activity.py
 
@@ -45,13 +47,14 @@ class State:
         self._rendered: dict[tuple[str, int], bytes] = {}  # overlay objects' canonical JSON
         self.deleted: dict[int, int] = {}  # customer index -> when
         self.refunds: dict[str, list[int]] = {}  # charge id -> its refunds' indexes, oldest first
-        self.log = EventLog(hash64("events", dataset.key), version)
+        self.log = EventLog(hash64("events", dataset.key), version, self.born_object)
         self.lock = threading.RLock()
         self._heap: list[tuple[int, int, str, tuple[Any, ...]]] = []
         self._sequence = 0
         self.processed = -(1 << 62)  # every action due by this time has run
         self._writes = 0
         self._templates: dict[tuple[str, int], Obj] = {}
+        self._born: tuple[int, int] | None = None  # (time, born objects created by then)
 
     # Reading ---------------------------------------------------------------------------------
 
@@ -62,6 +65,10 @@ class State:
             (body,) = self.dataset.json(resource, [index])
             obj = json.loads(body)
         return obj
+
+    def born_object(self, resource: str, index: int) -> Obj:
+        (body,) = self.dataset.json(resource, [index])
+        return json.loads(body)
 
     def find(self, object_id: str) -> tuple[str, int] | None:
         resource = PREFIXES.get(object_id.partition("_")[0])
@@ -79,12 +86,19 @@ class State:
         """A charge's refunds made since start, newest first (born refunds are not linked back)."""
         return [self.get("refunds", index) for index in reversed(self.refunds.get(charge_id, ()))]
 
-    def existing(self, resource: str, now: int) -> int:
-        """How many objects of `resource` (by index) existed at `now`: the born ones created by
-        then, and every added one (added objects are never created after the clock's now)."""
-        born = self.dataset.timeline.first_index_from((now + 1, -1))
-        added = self.dataset.total(resource) - self.dataset.count
-        return born + added if added else born
+    def born_by(self, t: int) -> int:
+        """How many born objects (of each resource: they share a timeline) exist at `t`. Acts
+        ask in time order, so a cursor that only moves forward answers without a search."""
+        if self._born is None or t < self._born[0]:
+            count = self.dataset.timeline.first_index_from((t + 1, -1))
+            self._born = (t, count)
+            return count
+        count = self._born[1]
+        created, total = self.dataset.timeline.created, self.dataset.count
+        while count < total and created(count) <= t:
+            count += 1
+        self._born = (t, count)
+        return count
 
     def json(self, resource: str, indexes: Sequence[int], version: str) -> list[bytes]:
         """Objects as a list or retrieve without expansions renders them in `version`."""
@@ -104,8 +118,7 @@ class State:
             body = self.dataset.json(resource, [index])[0]
             charge_id = self.dataset.id(resource, index)
             if charge_id not in self.refunds and b'"three_d_secure":{' not in body:
-                empty = compact(sublist(f"/v1/charges/{charge_id}/refunds", []))
-                return body[:-1] + b',"refunds":' + empty.encode() + b"}"
+                return b"".join((body[:-1], NO_REFUNDS, charge_id.encode(), b'/refunds"}}'))
         return compact(self.render(resource, index, version)).encode()
 
     def canonical_json(self, resource: str, index: int) -> bytes:
@@ -116,6 +129,12 @@ class State:
         if body is None:
             body = self._rendered[resource, index] = compact(obj).encode()
         return body
+
+    def prewarm(self) -> None:
+        """Renders every changed object's canonical JSON now (see Dataset.prewarm)."""
+        for resource, overlay in self.overlay.items():
+            for index in list(overlay):
+                self.canonical_json(resource, index)
 
     def render(self, resource: str, index: int, version: str) -> Obj:
         return render(resource, self.get(resource, index), version, self.refunds_of)
@@ -131,6 +150,10 @@ class State:
     ) -> None:
         refunds = self.refunds_of(obj["id"]) if resource == "charges" else ()
         self.log.record(Event(0, t, kind, resource, obj, previous, request, refunds))
+
+    def emit_born(self, t: int, kind: str, resource: str, index: int) -> None:
+        """An unchanged born object's creation event: the object is read when it is served."""
+        self.log.record(Event(0, t, kind, resource, None, None, None, born=index))
 
     def create(
         self,
