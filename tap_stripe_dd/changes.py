@@ -14,10 +14,10 @@ change sweep (`ChangeFeed`):
   of its `data.object` (`charge.refund.updated` carries a refund) and collapsed to one change
   per object. An event's payload is in the account's API version at the event's time and lacks
   expansions, so it is never written: a changed object is re-read by id at the pinned version
-  (`GET /v1/<resource>/{id}`, fetchers side by side, all ids sharing one rate-limit bucket) and
-  goes out through the stream's record path, as the created scan's rows do. Objects created in
-  this run's created window are not re-read (the scan read them after every event before now),
-  nor objects outside `[start_date, end_date)`.
+  (`GET /v1/<resource>/{id}`, fetchers side by side, in the list endpoint's rate-limit bucket,
+  as Stripe counts them) and goes out through the stream's record path, as the created scan's
+  rows do. Objects created in this run's created window are not re-read (the scan read them
+  after every event before now), nor objects outside `[start_date, end_date)`.
 - **Deletions** (customers) come from their `*.deleted` event (or a re-read answering
   `deleted`): a row of the fields a deletion sets (`id`, `object`, `created`, `deleted = true`,
   `_sdc_deleted_at` = the event's time), which the loader upserts without nulling the row's
@@ -314,7 +314,7 @@ class ChangeFeed:
 
         def fetch(object_id: str) -> None:
             try:
-                response = stream.get(f"{path}/{object_id}", {}, f"{path}/{{id}}")
+                response = stream.get(f"{path}/{object_id}", {}, path)
                 answers.put(("object", stream.body(response)))
             except Exception as exc:  # handed to the stream's thread, which raises it
                 answers.put(("error", exc))

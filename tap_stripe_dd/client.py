@@ -265,7 +265,7 @@ class StripeStream(RESTStream[str | None]):
 
     def get(self, path: str, params: dict, bucket: str) -> requests.Response:
         """`GET /v1<path>` with this stream's headers, retries and error translation, rate
-        limited in the per-endpoint `bucket` (e.g. `/charges/{id}`, shared by every id)."""
+        limited in the per-endpoint `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
         prepared = self.build_prepared_request(
             method="GET", url=self.url_base + path, params=params, headers=self.http_headers
         )
