@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def p5_changes(objects: int, changes: int, workdir: Path) -> list[Row]:
         state = last_state(output)
         before = int(emu.now())
         pending = [t["id"] for t in emu.current("balance_transactions") if t["status"] == "pending"]
-        change(emu, changes // 2)
+        change(emu, changes * 3 // 5)
         emu.advance(3 * DAY)  # refunds succeed, payouts are paid, balances become available
         fewest, changed = fewest_requests(emu, before, set(pending))
         emu.clear_log()
@@ -76,20 +75,26 @@ def p5_changes(objects: int, changes: int, workdir: Path) -> list[Row]:
                 ", ".join(f"{s} {requests[s]}/{fewest[s]}" for s in fewest),
             ),
         ]
-        state = last_state(output)
-        emu.advance(2)  # a run two seconds later: nothing new, but what activity made meanwhile
+    return [*rows, nothing_new(objects, workdir)]
+
+
+def nothing_new(objects: int, workdir: Path) -> Row:
+    """The same account without activity: a run after one that read everything."""
+    data = {"created_from": DATA_FROM, "prewarm": True}
+    with StripeEmulator(seed=11, objects=objects, latency_ms=200, frozen=True, **data) as emu:
+        output = workdir / "p5-quiet.jsonl"
+        run_tap(emu.url, STREAMS, workdir, output, api_key=LIVE_KEY, window={})
+        emu.advance(2)
         emu.clear_log()
-        run_tap(emu.url, STREAMS, workdir, output, state=state, **settings)
+        state = last_state(output)
+        run_tap(emu.url, STREAMS, workdir, output, api_key=LIVE_KEY, window={}, state=state)
         quiet = Counter(resource(entry.path) for entry in emu.request_log)
-        rows.append(
-            Row(
-                "P5 incremental run with nothing new: requests a stream",
-                statistics.mean(quiet[s] for s in STREAMS),
-                "a handful",
-                ", ".join(f"{s} {quiet[s]}" for s in (*STREAMS, "events")),
-            )
-        )
-    return rows
+    return Row(
+        "P5 incremental run with nothing new: requests a stream",
+        sum(quiet.values()) / len(STREAMS),  # events included
+        "a handful",
+        ", ".join(f"{s} {quiet[s]}" for s in (*STREAMS, "events")) + " (1 of them the clock)",
+    )
 
 
 def change(emu: StripeEmulator, changes: int) -> None:

@@ -53,12 +53,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from singer_sdk import StreamSchema
+from singer_sdk.schema.source import SchemaDirectory
 
 from tap_stripe_dd.client import (
     DAY,
     STRIPE_EPOCH,
     StripeStream,
     page_problem,
+    schemas_dir,
     to_rfc3339,
     to_unix,
 )
@@ -98,6 +100,8 @@ class Change:
 
 class TrackedStream(StripeStream):
     """A list endpoint kept current: its created scan, then its change sweep."""
+
+    schema = TrackedSchema(SchemaDirectory(schemas_dir()))
 
     #: `data.object.object` of the stream's events.
     object_name: t.ClassVar[str]
@@ -152,7 +156,8 @@ class TrackedStream(StripeStream):
                 )
                 raise UserError(msg)
             unseen = (
-                f"; rows of objects deleted before {to_rfc3339(oldest - GAP_MARGIN)} stay unflagged"
+                f"; rows of objects deleted before {to_rfc3339(oldest - self.events_lookback)} "
+                "stay unflagged"
                 if self.deletable
                 else ""
             )

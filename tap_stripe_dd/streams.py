@@ -5,12 +5,8 @@ Creations are left out: the created scan reads new objects."""
 
 from __future__ import annotations
 
-from singer_sdk.schema.source import SchemaDirectory
-
-from tap_stripe_dd.changes import TrackedSchema, TrackedStream
-from tap_stripe_dd.client import StripeStream, schemas_dir
-
-SCHEMA = TrackedSchema(SchemaDirectory(schemas_dir()))
+from tap_stripe_dd.changes import TrackedStream
+from tap_stripe_dd.client import StripeStream
 
 
 class BalanceTransactionsStream(TrackedStream):
@@ -46,7 +42,6 @@ class CustomersStream(TrackedStream):
     object_name = "customer"
     event_types = ("customer.updated", "customer.deleted")
     deletable = True
-    schema = SCHEMA
 
 
 class DisputesStream(TrackedStream):

@@ -159,6 +159,20 @@ def sync(
     return run
 
 
+def synced(
+    emulators: Callable[..., StripeEmulator],
+    tmp_path: Path,
+    settings: dict | None = None,
+    **options: object,
+) -> tuple[StripeEmulator, dict, Model]:
+    """An emulator (no activity unless asked), the tap's config for it, and a first sync."""
+    emulator = emulators(**{"activity": 0, **options})
+    config = tap_config(emulator, **(settings or {}))
+    model = Model()
+    assert sync(tmp_path, config, model) is not None
+    return emulator, config, model
+
+
 def some(emulator: StripeEmulator, resource: str, rng: random.Random, test: Callable) -> str:
     candidates = [obj["id"] for obj in emulator.current(resource)[:300] if test(obj)]
     return rng.choice(candidates) if candidates else ""
@@ -229,10 +243,7 @@ def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_
 
 
 def test_changes_to_objects_loaded_long_ago_are_re_read_at_the_pinned_version(emulators, tmp_path):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path)
     oldest = emulator.current("charges")[-1]
     emulator.write("POST", "/v1/refunds", {"charge": oldest["id"]})
     emulator.advance(60)
@@ -246,10 +257,7 @@ def test_changes_to_objects_loaded_long_ago_are_re_read_at_the_pinned_version(em
 
 
 def test_a_run_with_nothing_new_costs_a_few_requests_per_stream(emulators, tmp_path):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path)
     emulator.advance(60)
     emulator.clear_log()
     sync(tmp_path, config, model)
@@ -263,10 +271,7 @@ def test_a_run_with_nothing_new_costs_a_few_requests_per_stream(emulators, tmp_p
 def test_a_machine_clock_a_day_off_loses_and_invents_nothing(emulators, tmp_path, skew):
     """The emulator's clock a day behind (skew > 0: the machine is ahead) or ahead of the
     machine's: the run's now is Stripe's Date, so bookmarks stay on Stripe's time."""
-    emulator = emulators(now=time.time() - skew, frozen=False, activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path, now=time.time() - skew, frozen=False)
     for stream in STREAMS:
         bookmark = to_unix(model.state["bookmarks"][stream]["replication_key_value"])
         assert abs(bookmark - emulator.now()) < 60
@@ -279,10 +284,9 @@ def test_a_machine_clock_a_day_off_loses_and_invents_nothing(emulators, tmp_path
 
 
 def test_events_listed_late_are_not_lost(emulators, tmp_path):
-    emulator = emulators(activity=0, events_lag=120)
-    config = tap_config(emulator, events_lookback_seconds=300)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(
+        emulators, tmp_path, {"events_lookback_seconds": 300}, events_lag=120
+    )
     customer = emulator.current("customers")[-1]["id"]
     emulator.write("POST", f"/v1/customers/{customer}", {"name": "Late Event"})
     emulator.advance(30)  # the change happened, its event is not listed yet
@@ -295,10 +299,7 @@ def test_events_listed_late_are_not_lost(emulators, tmp_path):
 
 
 def test_a_deleted_customer_keeps_its_row_flagged_with_its_last_values(emulators, tmp_path):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path)
     customer = emulator.current("customers")[-1]
     emulator.write("DELETE", f"/v1/customers/{customer['id']}")
     deleted_at = int(emulator.now())
@@ -314,10 +315,8 @@ def test_a_deleted_customer_keeps_its_row_flagged_with_its_last_values(emulators
 def test_past_30_days_the_stream_is_re_read_and_says_so(emulators, tmp_path, pause):
     """A paused schedule (40 days), or a state restored from 45 days ago: events in between
     are gone, so each stream is re-read from start_date, with one line each."""
-    emulator = emulators(activity=0)  # activity deletes customers too, some 30 days ago
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    # No activity: it deletes customers too, some more than 30 days ago.
+    emulator, config, model = synced(emulators, tmp_path)
     old_state = model.state
     refunded = emulator.current("charges")[-1]["id"]
     emulator.write("POST", "/v1/refunds", {"charge": refunded})  # its event is gone after 30 days
@@ -341,10 +340,7 @@ def test_past_30_days_the_stream_is_re_read_and_says_so(emulators, tmp_path, pau
 
 
 def test_events_gap_fail_stops_with_one_line(emulators, tmp_path, run_tap):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator, events_gap="fail")
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path, {"events_gap": "fail"})
     emulator.advance(RETENTION + DAY)
     run = run_tap(config, state=model.state)
     assert run.returncode != 0
@@ -356,15 +352,14 @@ def test_events_gap_fail_stops_with_one_line(emulators, tmp_path, run_tap):
 
 
 def test_an_old_created_only_state_is_upgraded_without_a_full_sync(emulators, tmp_path):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path)
     model.state = {
         "bookmarks": {
-            stream: {"replication_key": "created", "replication_key_value": entry[key]}
+            stream: {
+                "replication_key": "created",
+                "replication_key_value": entry["replication_key_value"],
+            }
             for stream, entry in model.state["bookmarks"].items()
-            for key in ["replication_key_value"]
         }
     }
     charge = emulator.current("charges")[-1]["id"]
@@ -387,10 +382,7 @@ def test_a_key_that_cannot_read_events_fails_in_one_line(emulators, run_tap):
 
 
 def test_pending_balance_transactions_are_re_read_until_available(emulators, tmp_path):
-    emulator = emulators(activity=0)
-    config = tap_config(emulator)
-    model = Model()
-    sync(tmp_path, config, model)
+    emulator, config, model = synced(emulators, tmp_path)
     emulator.write("POST", "/v1/charges", {"amount": 5000, "currency": "usd", "source": "tok_visa"})
     emulator.advance(60)
     sync(tmp_path, config, model)
