@@ -1,5 +1,6 @@
-"""The one Stripe base stream: URL, auth, headers, pagination, params, slices and state, retries
-and error translation. A concrete stream only names its endpoint and its filters."""
+"""The one Stripe base stream: URL, auth, headers, params, one list page at a time and Stripe's
+list contract, state, retries and error translation. The fetch loop is `fetching.py`'s; a
+concrete stream only names its endpoint and its filters."""
 
 from __future__ import annotations
 
@@ -160,8 +161,8 @@ class StripeStream(RESTStream[str | None]):
     (or `end_date`), is cut into half-open `created` slices `[gte, lt)` of `slice_days`, walked
     oldest first. Records never move the bookmark; a slice that has been emitted in full does, to
     its end, followed by a STATE message. A run that dies resumes at the first incomplete slice,
-    and objects on a slice edge belong to exactly one slice. Fetcher threads walk slices side by
-    side; sparse ones are merged and dense ones shared (`slices.py`), never leaving a gap.
+    and objects on a slice edge belong to exactly one slice. The stream is the `Endpoint` of a
+    `fetching.Walk`, whose fetcher threads read slices side by side, never leaving a gap.
     """
 
     primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)

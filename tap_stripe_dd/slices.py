@@ -5,10 +5,12 @@ Slices are half-open `[gte, lt)` ranges of Unix seconds that never overlap and a
 run's window. The bookmark is the start of the oldest slice not yet emitted in full: everything
 created before it has been written, whatever order concurrent fetchers finish in.
 
-Every slice costs one request more than its objects need (its last, partial page), so sparse
-slices are merged once the density is known; a fetcher with nothing left to take steals the
-older half of the biggest slice still being read, so that one long slice never serialises a
-run's tail.
+A walk begins with the window's newest page (`head`), which says how dense history is at its
+end; where history begins is found with a few first pages (`probe`), so that empty years cost
+a handful of requests. Every slice costs one request more than its objects need (its last,
+partial page), so slices are cut, when taken, as wide as the density allows; a fetcher with
+nothing left to take steals the older half of the biggest slice still being read, so that one
+long slice never serialises a run's tail.
 """
 
 from __future__ import annotations
@@ -234,11 +236,6 @@ class SliceScheduler:
         self._unknown = None
         if lt > gte:
             self._push(Slice(gte, lt))
-
-    def locating(self) -> bool:
-        """Whether where history begins is still being found."""
-        with self._lock:
-            return self._unknown is not None
 
     def steal(self, min_objects: float) -> Slice | None:
         """For a fetcher with nothing left to take: the older half of what remains of the

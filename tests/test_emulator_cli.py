@@ -119,6 +119,17 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--api-key", "hunter2"], "api_key must look like"),
         (["--objects", "-5"], "must not be negative"),
         (["--cache-size", "-1"], "cache_size must not be negative"),
+        (["--port", "99999"], "port must be 0 to 65535"),
+        (["--port", "-1"], "port must be 0 to 65535"),
+        (["--port", "http"], "argument --port: invalid int value"),
+        (["--objects", "many"], "argument --objects: invalid int value"),
+        (["--activity", "-1"], "activity must be 0 to 10000"),
+        (["--activity", "1000000"], "activity must be 0 to 10000"),
+        (["--accounts", "-2"], "accounts must be 0 to 10000"),
+        (["--events-lag", "-1"], "events_lag must not be negative"),
+        (["--account-api-version", "latest"], "API version must look like 2024-06-20"),
+        (["--now", "-5"], "now must be a Unix time"),
+        (["--latency-ms", "-1"], "must not be negative"),
     ],
 )
 def test_bad_settings_are_one_line_errors(args, message):

@@ -13,8 +13,13 @@ from tap_stripe_dd.emulator.vocabulary import BUSINESSES
 TYPES = ("standard", "express", "custom")
 
 
+def account_id(*parts: object) -> str:
+    """`acct_1` and 15 characters from two hashes (one has bits for only ten)."""
+    return "acct_1" + alphanumeric(hash64(*parts) << 64 | hash64(*parts, "more"), 15)
+
+
 def platform_id(seed: int) -> str:
-    return "acct_1" + alphanumeric(hash64("platform", seed), 15)
+    return account_id("platform", seed)
 
 
 class Accounts:
@@ -26,9 +31,7 @@ class Accounts:
         if isinstance(connected, int):
             if connected < 0:
                 raise ValueError("accounts must not be negative")
-            ids = [
-                "acct_1" + alphanumeric(hash64("connected", seed, n), 15) for n in range(connected)
-            ]
+            ids = [account_id("connected", seed, n) for n in range(connected)]
         else:
             ids = list(connected)
             if any(not account.startswith("acct_") for account in ids):

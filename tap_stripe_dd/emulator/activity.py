@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tap_stripe_dd.emulator.disputes import create_dispute
 from tap_stripe_dd.emulator.keys import Rng, WeightedTable
 from tap_stripe_dd.emulator.lifecycles import (
     HOUR,
     create_charge,
     create_customer,
-    create_dispute,
     create_payout,
     create_refund,
     delete_customer,

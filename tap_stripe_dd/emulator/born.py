@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tap_stripe_dd.emulator.disputes import CLOSED, plan_dispute
 from tap_stripe_dd.emulator.events import RETENTION
 from tap_stripe_dd.emulator.lifecycles import (
-    CLOSED,
-    plan_dispute,
     plan_payout,
     schedule_refund,
 )

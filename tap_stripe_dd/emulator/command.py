@@ -19,15 +19,26 @@ DESCRIPTION = """\
 Serve a living Stripe account on 127.0.0.1 until stopped. The first line printed is the URL.
 
 It lists and retrieves balance_transactions, charges, customers, disputes, payouts, refunds
-(with expand[]), serves /v1/events, /v1/account and /v1/accounts, takes Stripe's writes, and
-has its own clock (the Date header): as it runs, or is advanced, payouts get paid, balance
-transactions become available, disputes and refunds move on, and --activity adds more.
+(with expand[]), serves /v1/events, /v1/account and /v1/accounts, and takes Stripe's writes.
+It has its own clock (--now, the Date header): as it runs or is advanced, payouts get paid (or
+fail), balance transactions become available, disputes and refunds move on, and --activity
+creates and changes more. Events are kept 30 days and listed --events-lag seconds late; objects
+render in Stripe-Version, else in --account-api-version (so does every event's data.object).
 
   URL=http://127.0.0.1:12111; KEY=sk_test_emulator0000000
-  curl -u $KEY: $URL/v1/events?type=charge.*
+  curl -u $KEY: "$URL/v1/events?type=charge.*&limit=100"      # or types[]=...&types[]=...
+  curl -u $KEY: "$URL/v1/charges?expand[]=data.customer" -H "Stripe-Version: 2024-06-20"
   curl -u $KEY: $URL/v1/customers -d email=jenny@example.com -d "metadata[plan]=pro"
+  curl -u $KEY: $URL/v1/customers/cus_... -d name="Jenny Rosen" -d "metadata[plan]="
+  curl -u $KEY: -X DELETE $URL/v1/customers/cus_...
+  curl -u $KEY: $URL/v1/charges -d amount=2000 -d currency=usd -d customer=cus_...
+  curl -u $KEY: $URL/v1/charges/ch_... -d description="Order 42" -d "metadata[order]=42"
   curl -u $KEY: $URL/v1/refunds -d charge=ch_... -d amount=500
-  curl -X POST $URL/_emulator/clock -d advance=86400      # a day passes: {"now": ...}
+  curl -u $KEY: $URL/v1/disputes/dp_... -d "evidence[customer_name]=Jenny"
+  curl -u $KEY: -X POST $URL/v1/disputes/dp_.../close
+  curl -u $KEY: $URL/v1/payouts -d amount=5000 -d currency=usd
+  curl -u $KEY: -X POST $URL/v1/payouts/po_.../cancel
+  curl -X POST $URL/_emulator/clock -d advance=86400           # a day passes: {"now": ...}
 """
 
 
@@ -162,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(emulator.url, flush=True)
     prewarmed = f", built in {time.monotonic() - began:.1f} s" if args.prewarm else ""
-    say(f"{args.objects} objects per endpoint{prewarmed}, seed {args.seed}; Ctrl-C to stop")
+    living = f", activity {args.activity}/h" if args.activity else ""
+    accounts = f", {args.accounts} connected accounts" if args.accounts else ""
+    say(
+        f"{args.objects} objects per endpoint{prewarmed}, seed {args.seed}{living}{accounts}, "
+        f"platform {emulator.platform_id}; Ctrl-C to stop"
+    )
     while not stop.wait(0.5):
         pass
     emulator.stop()
@@ -171,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
 def one_line_error(message: str) -> NoReturn:
     """argparse's errors as the rest of the CLI's: one line, exit code 2, no usage block."""
-    print(f"stripe-dd emulator: {message} (see stripe-dd emulator --help)", file=sys.stderr)
+    print(f"stripe-dd emulator: error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from tap_stripe_dd.emulator import activity as _activity  # noqa: F401  (registers its actions)
+from tap_stripe_dd.emulator import disputes as _disputes  # noqa: F401  (registers its actions)
 from tap_stripe_dd.emulator.accounts import Accounts
 from tap_stripe_dd.emulator.api import KEY_SHAPE, Api
 from tap_stripe_dd.emulator.born import adopt
@@ -62,6 +63,8 @@ class StripeEmulator:
     ) -> None:
         self.seed = seed
         self.count = objects
+        if now is not None and not 0 <= now < 1 << 40:
+            raise ValueError(f"now must be a Unix time, not {now}")
         self.clock = Clock(now, frozen)
         start = int(self.clock.start)
         self.created_from = DEFAULT_CREATED_FROM if created_from is None else created_from
@@ -84,12 +87,13 @@ class StripeEmulator:
             raise ValueError(f"activity must be 0 to {MAX_ACTIVITY} per hour, not {activity}")
         if isinstance(accounts, int) and not 0 <= accounts <= MAX_ACCOUNTS:
             raise ValueError(f"accounts must be 0 to {MAX_ACCOUNTS}, not {accounts}")
-        if now is not None and not 0 <= now < 1 << 40:
-            raise ValueError(f"now must be a Unix time, not {now}")
+
         if not events_lag >= 0:
             raise ValueError("events_lag must not be negative")
         if not valid(account_api_version):
-            raise ValueError(f"account_api_version must look like {LATEST}")
+            raise ValueError(
+                f"the account API version must look like {LATEST}, not {account_api_version!r}"
+            )
         self.activity = activity
         self._api_key = api_key
         self.events_lag = events_lag
@@ -251,7 +255,10 @@ class StripeEmulator:
     def objects(self, resource: str, account: str | None = None) -> Iterator[dict]:
         """The objects the list endpoint would list now, newest first, as fresh dicts, in the
         canonical version (that of 2022-11-15 on, which the tap pins)."""
-        return iter(self.current(resource, account))
+        state, indexes = self._listed(resource, account)
+        for index in indexes:  # one at a time: a million objects need not be in memory at once
+            (body,) = state.json(resource, [index], LATEST)
+            yield json.loads(body)
 
     def current(
         self, resource: str, account: str | None = None, version: str = LATEST

@@ -7,16 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from tap_stripe_dd.emulator.disputes import CLOSED, close, submit
 from tap_stripe_dd.emulator.lifecycles import (
-    CLOSED,
     cancel_payout,
-    close,
     create_charge,
     create_customer,
     create_payout,
     create_refund,
     delete_customer,
-    submit,
 )
 from tap_stripe_dd.emulator.protocol import integer, invalid, no_such, unknown_parameter
 from tap_stripe_dd.emulator.versions import Obj
