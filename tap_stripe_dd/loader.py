@@ -186,11 +186,12 @@ class FastDbSync(DbSync):
         return rows
 
     def load_rows(self, records: Iterable[dict], count: int, temp_dir: str) -> None:
-        """A deletion (a row with `_sdc_deleted_at`, from the tap's change feed) carries only
-        the columns a deletion sets, and upstream's UPDATE sets every column, nulling the
-        others: deletions load on their own, updating only the columns they carry."""
+        """A deletion (a row with `_sdc_deleted_at` set, where that is a column: the tap's change
+        feed) carries only the columns a deletion sets, and upstream's UPDATE sets every column,
+        nulling the others: deletions load on their own, updating only the columns they carry."""
         rows = list(records)
-        deletions = [row for row in rows if row.get(DELETED_AT) is not None]
+        deletable = DELETED_AT in self.flatten_schema
+        deletions = [row for row in rows if deletable and row.get(DELETED_AT) is not None]
         if not deletions:
             self._load_rows(rows, count, temp_dir)
             return
