@@ -371,8 +371,8 @@ class StripeStream(RESTStream[str | None]):
             problem = "the API key was rejected (invalid, revoked or for another account)"
         elif status == 403 and path == "/events" and error.get("code") != "account_invalid":
             problem = (
-                "the API key may not read events, from which changes and deletions are synced "
-                "(a restricted key needs the Events read permission, rak_event_read)"
+                "the API key lacks a permission: it may not read events, from which changes "
+                "and deletions are synced (a restricted key needs Events read, rak_event_read)"
             )
         elif status == 403:
             problem = "the API key lacks a permission this stream needs (restricted key?)"
