@@ -54,6 +54,9 @@ class Row:
     goal: str
     detail: str
 
+    def line(self) -> str:
+        return f"| {self.measure} | {self.ratio:.2f} | {self.goal} | {self.detail} |"
+
 
 @contextlib.contextmanager
 def emulator(objects: int, *extra: str) -> Iterator[str]:
@@ -447,8 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         "I": lambda workdir: i_incremental(10_000 // scale, 1_000 // scale, workdir),
         "P5": lambda workdir: p5_changes(5_000 // scale, 10_000 // scale, workdir),
     }
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [row for name in args.only or measures for row in measures[name](Path(tmp))]
+        for name in args.only or measures:
+            measured = measures[name](Path(tmp))
+            for row in measured:  # as it comes: a long run on a shared machine may not end
+                print(row.line(), flush=True)
+            rows += measured
     report = render(rows, " ".join(["python -m bench", *(argv or sys.argv[1:])]))
     print(report)
     if not args.only:
@@ -468,7 +476,7 @@ def render(rows: list[Row], command: str) -> str:
         "",
         "| measure | ratio | goal | detail |",
         "|---|---:|---|---|",
-        *(f"| {r.measure} | {r.ratio:.2f} | {r.goal} | {r.detail} |" for r in rows),
+        *(row.line() for row in rows),
         "",
     ]
     return "\n".join(lines)

@@ -494,3 +494,26 @@ def test_old_versions_render_born_and_changed_charges_alike(emu):
         spliced = state.old_json("charges", index, "2022-08-01")
         general = state.render("charges", index, "2022-08-01")
         assert spliced == json.dumps(general, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_concurrent_writes_and_reads_with_a_running_clock_keep_the_feed_in_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with StripeEmulator(seed=6, objects=200, events_lag=0) as emu:
+
+        def work(n: int) -> list[int]:
+            statuses = []
+            for i in range(8):
+                statuses.append(
+                    post(emu, "/v1/customers", {"email": f"{n}.{i}@example.com"}).status_code
+                )
+                statuses.append(get(emu, "/v1/events", {"limit": 5}).status_code)
+            return statuses
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = [s for result in pool.map(work, range(4)) for s in result]
+        assert set(statuses) == {200}
+        feed = events(emu, **{"created[gte]": int(emu.now()) - 120})
+        assert [e["created"] for e in feed] == sorted((e["created"] for e in feed), reverse=True)
+        emails = {e["data"]["object"]["email"] for e in feed if e["type"] == "customer.created"}
+        assert {f"{n}.{i}@example.com" for n in range(4) for i in range(8)} <= emails

@@ -133,8 +133,8 @@ class Api:
                 200, list_body(name, self.bodies(state, name, indexes, version, expansions), more)
             )
         expansions = tree(name, paths, listing=False)
-        with state.lock:
-            done = write(state, int(now), method, [name, *rest], params)
+        with state.lock:  # at `now`, or later if another request's catch-up got there first
+            done = write(state, max(int(now), state.processed), method, [name, *rest], params)
         if done is None:
             raise unrecognized(request)
         resource, index, request_id = done

@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         began = time.monotonic()
         if args.prewarm:
             say(f"building {args.objects} objects per endpoint before serving...")
+        if args.activity:
+            say(f"running the last 30 days of activity ({args.activity} per hour)...")
         emulator.start()
     except ValueError as error:
         raise UserError(str(error)) from None

@@ -23,7 +23,7 @@ from tap_stripe_dd.emulator.state import State
 from tap_stripe_dd.emulator.versions import DEFAULT_ACCOUNT_VERSION, LATEST, valid
 
 DEFAULT_CREATED_FROM = 1_704_067_200  # 2024-01-01T00:00:00Z; the data set ends at `now`
-MAX_ACTIVITY = 10_000  # per hour: a month of history is then 7 million acts, minutes to run
+MAX_ACTIVITY = 3_600  # per hour (one a second): a month of history is 2.6 million acts, minutes
 MAX_ACCOUNTS = 10_000
 HISTORY = 30 * 86_400  # activity has run for this long before the clock's start
 
