@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
     parser.add_argument(
         "--only",
-        choices=["E", "P1", "P2", "P3", "P4", "I"],
+        choices=["E", "P1", "P2", "P3", "P4", "P5", "I"],
         action="append",
         help="run only these measures (repeatable); RESULTS.md is then left as it is",
     )
@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "P3": lambda workdir: p3_end_to_end(50_000 // scale, workdir),
         "P4": lambda workdir: [p4_memory(10_000, 1_000_000 // scale, workdir)],
         "I": lambda workdir: i_incremental(10_000 // scale, 1_000 // scale, workdir),
+        "P5": lambda workdir: p5_changes(5_000 // scale, 10_000 // scale, workdir),
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -463,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:
         (ROOT / "bench" / "RESULTS.md").write_text(report)
     return 0
+
+
+from bench.changes import p5_changes  # noqa: E402  (it builds on this module)
 
 
 def render(rows: list[Row], command: str) -> str:

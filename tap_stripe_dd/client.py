@@ -11,6 +11,7 @@ import threading
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -176,12 +177,14 @@ class StripeStream(RESTStream[str | None]):
             local.session = requests.Session()
         return local.session
 
-    def request_decorator(self, func: t.Callable) -> t.Callable:
-        """Every attempt, retries included, first waits for the run's shared rate limiter."""
+    def request_decorator(self, func: t.Callable, bucket: str | None = None) -> t.Callable:
+        """Every attempt, retries included, first waits for the run's shared rate limiter, in
+        the per-endpoint `bucket` (default: this stream's list endpoint)."""
         limiter, progress = self._tap.rate_limiter, self._tap.progress
+        bucket = bucket or self.path
 
         def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
-            limiter.acquire(self.path)
+            limiter.acquire(bucket)
             progress.requested(self.name)
             try:
                 result = func(*args, **kwargs)
@@ -228,6 +231,42 @@ class StripeStream(RESTStream[str | None]):
             msg = f"GET {self.path}: Stripe sent a list page that breaks its contract: {problem}"
             raise RetriableAPIError(msg, response)
         return Page(body["data"], body["has_more"])
+
+    # Other endpoints for the change feed (changes.py): events, an object by id, the clock.
+
+    def get(self, path: str, params: dict, bucket: str) -> requests.Response:
+        """`GET /v1<path>` with this stream's headers, retries and error translation, rate
+        limited in the per-endpoint `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
+        prepared = self.build_prepared_request(
+            method="GET", url=self.url_base + path, params=params, headers=self.http_headers
+        )
+        decorated = self._decorated_gets.get(bucket)
+        if decorated is None:
+            decorated = self._decorated_gets.setdefault(
+                bucket, self.request_decorator(self._request, bucket)
+            )
+        return decorated(prepared, None)
+
+    @cached_property
+    def _decorated_gets(self) -> dict[str, t.Callable]:
+        return {}
+
+    def stripe_clock(self) -> int:
+        """The run's now: the `Date` header of the run's first response (a `limit=1` list of
+        events, which also proves that the key may read them), read once for all streams.
+        Never this machine's clock: one that runs ahead would move bookmarks past objects
+        Stripe has not created yet, one that runs behind would re-read and then miss."""
+        tap = self._tap
+        with tap.clock_lock:
+            if tap.stripe_now is None:
+                response = self.get("/events", {"limit": 1}, "/events")
+                try:
+                    date = parsedate_to_datetime(response.headers["Date"])
+                    tap.stripe_now = int(date.timestamp())
+                except (KeyError, TypeError, ValueError):
+                    msg = "GET /events: Stripe's answer has no valid Date header (Stripe's clock)"
+                    raise StripeAPIError(msg) from None
+            return tap.stripe_now
 
     def page_params(self, request: PageRequest) -> dict:
         params: dict[str, t.Any] = {
@@ -281,6 +320,8 @@ class StripeStream(RESTStream[str | None]):
     def response_error_message(self, response: requests.Response) -> str:
         """Stripe's error type, code and message only: the body and headers may carry secrets."""
         status = response.status_code
+        request = response.request
+        path = urlparse(request.path_url).path.removeprefix("/v1") if request else self.path
         try:
             error = msgspec.json.decode(response.content).get("error", {})
         except (msgspec.DecodeError, AttributeError):
@@ -298,11 +339,16 @@ class StripeStream(RESTStream[str | None]):
         stripe_says = mask_secret(stripe_says, self.config.get("api_key"))
         if status == 401:
             problem = "the API key was rejected (invalid, revoked or for another account)"
+        elif status == 403 and path == "/events" and error.get("code") != "account_invalid":
+            problem = (
+                "the API key lacks a permission: it may not read events, from which changes "
+                "and deletions are synced (a restricted key needs Events read, rak_event_read)"
+            )
         elif status == 403:
             problem = "the API key lacks a permission this stream needs (restricted key?)"
         else:
             problem = f"HTTP {status}"
-        return f"GET {self.path}: {problem}: {stripe_says}".rstrip(": ")
+        return f"GET {path}: {problem}: {stripe_says}".rstrip(": ")
 
     # Retries: exponential backoff with jitter, but Stripe's Retry-After wins when it is given.
 
@@ -404,7 +450,7 @@ class StripeStream(RESTStream[str | None]):
 
     def sync_window(self) -> tuple[int, int]:
         """The `created` range this run covers: `[start, end)` in Unix seconds."""
-        now = int(self._tap.run_started)
+        now = self.stripe_clock()
         end = min(now, to_unix(self.config["end_date"])) if self.config.get("end_date") else now
         start = (
             to_unix(self.config["start_date"]) if self.config.get("start_date") else STRIPE_EPOCH
@@ -463,7 +509,7 @@ class StripeStream(RESTStream[str | None]):
                 self._page_extracted_at = utc_now()  # the page's time serves its records
                 yield from payload
             else:
-                self._write_bookmark(payload)
+                self._write_progress(kind, payload)
 
     def get_batches(
         self, batch_config: BatchConfig, context: Context | None = None
@@ -481,7 +527,7 @@ class StripeStream(RESTStream[str | None]):
                     continue
                 if batch.count:
                     yield batch_config.encoding, batch.close()
-                self._write_bookmark(payload)
+                self._write_progress(kind, payload)
         if batch.count:  # a window that ends before the bookmark (`end_date`) never moves it
             yield batch_config.encoding, batch.close()
 
@@ -519,11 +565,15 @@ class StripeStream(RESTStream[str | None]):
             pop_deselected_record_properties(row, self.schema, self.mask)
         return row
 
-    def _write_bookmark(self, end: int) -> None:
-        """Everything created before `end` has been written: move the bookmark and say so."""
-        self.stream_state.update(
-            replication_key=self.replication_key, replication_key_value=to_rfc3339(end)
-        )
+    def _write_progress(self, kind: str, payload: t.Any) -> None:
+        """After the records it covers: a `bookmark` (everything created before `payload` has
+        been written) or the change feed's `state` (its cursors, changes.py); say so."""
+        if kind == "bookmark":
+            self.stream_state.update(
+                replication_key=self.replication_key, replication_key_value=to_rfc3339(payload)
+            )
+        else:
+            self.stream_state.update(payload)
         self.state_manager.is_flushed = False
         self._write_state_message()
 

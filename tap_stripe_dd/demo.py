@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tap_stripe_dd import cli
@@ -61,11 +62,49 @@ def run(args: argparse.Namespace) -> int:
     with StripeEmulator(seed=seed, objects=objects) as emulator:
         print(f"Stripe emulator: {emulator.url} ({objects:,} objects per endpoint)")
         env = os.environ | {"TAP_STRIPE_DD_API_URL": emulator.url}
-        meltano(root, "--environment", ENVIRONMENT, "run", "stripe-to-duckdb", env=env)
-    database = str(location.path)
+        # From scratch: the previous demo's second sync left bookmarks three weeks ahead.
+        meltano(root, *RUN, "--full-refresh", env=env)
+        database = str(location.path)
+        second_sync(emulator, lambda: meltano(root, *RUN, env=env), database)
     code = cli.main(["samples", "--db", database]) or cli.main(["tables", "--db", database])
     print(f"\nWarehouse: {location}; query it with `stripe-dd query --environment {ENVIRONMENT} …`")
     return code
+
+
+RUN = ("--environment", ENVIRONMENT, "run", "stripe-to-duckdb")
+DAY = 86_400
+
+
+def second_sync(emulator: StripeEmulator, sync: Callable[[], None], database: str) -> None:
+    """Three weeks pass and objects loaded by the first sync change (a refund, evidence on a
+    dispute, which is decided later, payouts paid, a customer renamed, one deleted); the second
+    sync is incremental, and the changed rows are shown before and after it."""
+    charge = next(c["id"] for c in reversed(emulator.current("charges")) if c["paid"])
+    dispute = next(d["id"] for d in emulator.current("disputes") if d["status"] == "needs_response")
+    payout = next(p["id"] for p in emulator.current("payouts") if p["status"] == "pending")
+    renamed, deleted = (c["id"] for c in emulator.current("customers")[-2:])
+    sql = (
+        "SELECT 'charges' AS \"table\", 'refunded ' || refunded || ', amount_refunded ' || "
+        f"amount_refunded AS value FROM mystripeapi.charges WHERE id = '{charge}' UNION ALL "
+        "SELECT 'disputes', 'status ' || status FROM mystripeapi.disputes "
+        f"WHERE id = '{dispute}' UNION ALL SELECT 'payouts', 'status ' || status "
+        f"FROM mystripeapi.payouts WHERE id = '{payout}' UNION ALL SELECT 'customers', "
+        "coalesce('deleted at ' || left(_sdc_deleted_at, 16), 'name ' || name) "
+        "FROM mystripeapi.customers "
+        f"WHERE id IN ('{renamed}', '{deleted}') ORDER BY 1, 2"
+    )
+    print("\nBefore: rows the next sync will change", flush=True)
+    cli.main(["query", sql, "--db", database])
+    emulator.write("POST", "/v1/refunds", {"charge": charge})
+    evidence = {"evidence[uncategorized_text]": "Signed delivery receipt attached."}
+    emulator.write("POST", f"/v1/disputes/{dispute}", evidence)
+    emulator.write("POST", f"/v1/customers/{renamed}", {"name": "Jenny Rosen (renamed)"})
+    emulator.write("DELETE", f"/v1/customers/{deleted}")
+    emulator.advance(21 * DAY)
+    print("\nThree weeks later, in the emulator: the second sync (incremental)", flush=True)
+    sync()
+    print("\nAfter: the same rows", flush=True)
+    cli.main(["query", sql, "--db", database])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -60,7 +60,12 @@ from typing import Any, NoReturn, cast
 import duckdb
 import msgspec
 import target_duckdb
-from target_duckdb.db_sync import DbSync, _should_json_dump_value
+from target_duckdb.db_sync import (
+    DbSync,
+    _should_json_dump_value,
+    primary_column_names,
+    safe_column_name,
+)
 
 from tap_stripe_dd.batches import RunClaims, local_folder
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
@@ -71,6 +76,7 @@ FIXED_COPY = "WITH (new_line '\\r\\n', header false)"
 UPSTREAM_PERSIST_LINES = target_duckdb.persist_lines
 UPSTREAM_EMIT_STATE = target_duckdb.emit_state
 UPSTREAM_CONNECT = target_duckdb.duckdb_connect
+DELETED_AT = "_sdc_deleted_at"  # set on the rows of deleted objects (the tap's changes.py)
 
 MESSAGE_DECODER = msgspec.json.Decoder()
 ROW_ENCODER = msgspec.json.Encoder()
@@ -225,6 +231,9 @@ class FastDbSync(DbSync):
                     EXTRA,
                 )
 
+    #: While a batch's deletions load: the columns they carry (see `load_rows`).
+    carried: frozenset[str] | None = None
+
     def record_primary_key_string(self, record: dict) -> str | None:
         """Upstream flattens every record just to read its key; a top-level scalar key is the
         same string either way."""
@@ -258,6 +267,40 @@ class FastDbSync(DbSync):
         return rows
 
     def load_rows(self, records: Iterable[dict], count: int, temp_dir: str) -> None:
+        """A deletion (a row with `_sdc_deleted_at` set, where that is a column: the tap's change
+        feed) carries only the columns a deletion sets, and upstream's UPDATE sets every column,
+        nulling the others: deletions load on their own, updating only the columns they carry."""
+        rows = list(records)
+        deletable = DELETED_AT in self.flatten_schema
+        deletions = [row for row in rows if deletable and row.get(DELETED_AT) is not None]
+        if not deletions:
+            self._load_rows(rows, count, temp_dir)
+            return
+        if kept := [row for row in rows if row.get(DELETED_AT) is None]:
+            self._load_rows(kept, len(kept), temp_dir)
+        shapes: dict[frozenset[str], list[dict]] = {}
+        for row in deletions:
+            shapes.setdefault(frozenset(row), []).append(row)
+        for carried, group in shapes.items():
+            self.conn.wait()  # the previous load's temporary file has the same name
+            self.carried = frozenset(safe_column_name(name) for name in carried)
+            try:
+                self._load_rows(group, len(group), temp_dir)
+            finally:
+                self.carried = None
+
+    def update_from_temp_table(self, temp_table: str) -> str | None:
+        query = super().update_from_temp_table(temp_table)
+        if self.carried is None or query is None:
+            return query
+        keys = set(primary_column_names(self.stream_schema_message))
+        columns = [c for c in self.column_names() if c in self.carried and c not in keys]
+        table = self.table_name(self.stream_schema_message["stream"])
+        assignments = ", ".join(f"{column}=t.{column}" for column in columns)
+        condition = self.primary_key_condition("t")
+        return f"UPDATE {table} as s SET {assignments} FROM {temp_table} t WHERE {condition}"
+
+    def _load_rows(self, records: list[dict], count: int, temp_dir: str) -> None:
         """Upstream's `load_rows`: its CSV fields as JSON lines, its SQL in the background."""
         records = self.keep_extra_fields(records)
         if self.data_flattening_max_level:

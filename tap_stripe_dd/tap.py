@@ -181,6 +181,21 @@ class TapStripe(Tap):
             description="Each incremental run re-reads this many seconds before the bookmark, "
             "for objects that Stripe lists only some time after their `created`.",
         ),
+        # The change feed (changes.py).
+        th.Property(
+            "events_gap",
+            th.StringType(allowed_values=["resync", "fail"]),
+            default="resync",
+            description="When a stream's changes were last swept more than 30 days ago (Stripe "
+            "keeps events 30 days): `resync` re-reads the stream from start_date, `fail` stops.",
+        ),
+        th.Property(
+            "events_lookback_seconds",
+            th.IntegerType(minimum=0),
+            default=600,
+            description="Each run re-reads events this many seconds before the last sweep, for "
+            "events that Stripe lists only some time after their `created`.",
+        ),
         th.Property(
             "slice_days",
             th.NumberType(minimum=MIN_SLICE_DAYS),
@@ -243,7 +258,9 @@ class TapStripe(Tap):
         if state is not None and not isinstance(state, dict | str | Path):
             msg = "the state is not a JSON object of bookmarks: fix or remove the state file"
             raise UserError(msg)
-        self.run_started = time.time()
+        #: Stripe's clock at the run's start (StripeStream.stripe_clock), read once.
+        self.stripe_now: int | None = None
+        self.clock_lock = threading.Lock()
         self.thread_local = threading.local()
         self.aborted = threading.Event()
         self._sdk_lock = threading.Lock()

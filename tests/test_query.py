@@ -98,6 +98,8 @@ def fetch(db: Path, sql: str) -> list[tuple]:
 
 
 ORACLE = "SELECT id, amount FROM mystripeapi.charges ORDER BY id LIMIT 1000"
+# The Drill form reads as the live list would: deleted objects left out, newest first.
+LISTED = "(SELECT * FROM {} WHERE _sdc_deleted_at IS NULL ORDER BY created DESC, id DESC) AS {}"
 
 
 @pytest.mark.parametrize(
@@ -142,28 +144,31 @@ def test_every_form_returns_the_warehouse_rows(warehouse, tmp_path, capsys, sql,
         (
             "SELECT * FROM `mystripeapi`.`/charges`\nLIMIT 1000",
             None,
-            "SELECT * FROM mystripeapi.charges LIMIT 1000",
+            "SELECT * FROM " + LISTED.format("mystripeapi.charges", "charges") + " LIMIT 1000",
         ),
         (
             "SELECT * FROM `mystripeapi`.`/charges`\nLIMIT 1000",
             "otherstripe",
-            "SELECT * FROM otherstripe.charges LIMIT 1000",
+            "SELECT * FROM " + LISTED.format("otherstripe.charges", "charges") + " LIMIT 1000",
         ),
         (
             "SELECT `mystripeapi`.`/charges`.id FROM `mystripeapi`.`/charges`",
             "otherstripe",
-            "SELECT otherstripe.charges.id FROM otherstripe.charges",
+            "SELECT charges.id FROM " + LISTED.format("otherstripe.charges", "charges"),
         ),
         (
             "WITH c AS (SELECT * FROM `mystripeapi`.`/charges`) SELECT count(*) FROM c",
             None,
-            "WITH c AS (SELECT * FROM mystripeapi.charges) SELECT COUNT(*) FROM c",
+            "WITH c AS (SELECT * FROM "
+            + LISTED.format("mystripeapi.charges", "charges")
+            + ") SELECT COUNT(*) FROM c",
         ),
         (
             "SELECT c.id FROM `mystripeapi`.`/charges` c JOIN mystripeapi.refunds r ON r.id = c.id",
             None,
-            "SELECT c.id FROM mystripeapi.charges AS c "
-            "JOIN mystripeapi.refunds AS r ON r.id = c.id",
+            "SELECT c.id FROM "
+            + LISTED.format("mystripeapi.charges", "c")
+            + " JOIN mystripeapi.refunds AS r ON r.id = c.id",
         ),
         (
             "SELECT metadata::JSON FROM mystripeapi.charges",

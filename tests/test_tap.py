@@ -135,8 +135,11 @@ def test_second_run_reads_only_the_lookback_window_and_the_new_objects(emulator,
     assert set(new_ids) <= set(second.ids("charges"))
     for stream in STREAMS:
         bookmark = to_unix(first.bookmark(stream))
+        # Balance transactions are re-read from the oldest still pending (changes.py).
+        pending = first.state["bookmarks"][stream].get("pending_from")
+        start = min(bookmark - 600, to_unix(pending)) if pending else bookmark - 600
         log = [e for e in emulator.request_log if e.path == f"/v1/{stream}"]
-        assert min(int(e.params["created[gte]"]) for e in log) == bookmark - 600
+        assert min(int(e.params["created[gte]"]) for e in log) == start
     old = set(first.ids("charges"))
     assert len(set(second.ids("charges")) & old) < 5, "the second run re-read old history"
 

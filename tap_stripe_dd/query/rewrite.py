@@ -70,7 +70,9 @@ def _to_duckdb(sql: str, wh: Warehouse, source: str | None) -> str:
         _rewrite_table(table, wh, source)
     for column in list(tree.find_all(exp.Column)):
         if column.args.get("db"):  # `mystripeapi`.`/charges`.id
-            column.set("db", exp.to_identifier(source or column.text("db").lower()))
+            drill = column.table.startswith("/")  # names the live list, `charges` below
+            db = exp.to_identifier(source or column.text("db").lower())
+            column.set("db", None if drill else db)
             column.set("table", exp.to_identifier(column.table.removeprefix("/").lower()))
     return tree.sql(dialect="duckdb")
 
@@ -140,5 +142,31 @@ def _rewrite_table(table: exp.Table, wh: Warehouse, source: str | None) -> None:
     if endpoint not in endpoints:
         known = ", ".join(f"/{e}" for e in endpoints) or "none"
         raise UserError(f"unknown endpoint {'/' + endpoint!r} in {name!r}; its endpoints: {known}")
+    drill = table.name.startswith("/")
     table.set("db", exp.to_identifier(name))
     table.set("this", exp.to_identifier(endpoint))
+    if drill:
+        table.replace(_as_listed(table, wh))
+
+
+def _as_listed(table: exp.Table, wh: Warehouse) -> exp.Expr:
+    """The Drill form (`mystripeapi`.`/charges`) answers as the live list endpoint would (the
+    product this project grew from read it): deleted objects left out (rows flagged by the
+    change feed, `_sdc_deleted_at`), newest first. Plain names see every row."""
+    source, endpoint = table.db, table.name
+    columns = {
+        name
+        for (name,) in wh.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+            [source, endpoint],
+        ).fetchall()
+    }
+    inner = table.copy()
+    inner.set("alias", None)
+    listed = exp.select("*").from_(inner)
+    if "_sdc_deleted_at" in columns:
+        listed = listed.where("_sdc_deleted_at IS NULL")
+    if "created" in columns:
+        listed = listed.order_by("created DESC", "id DESC" if "id" in columns else "created")
+    alias = table.alias or endpoint
+    return listed.subquery(alias)
