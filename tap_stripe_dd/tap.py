@@ -290,31 +290,32 @@ class TapStripe(Tap):
         """
         streams = [stream for stream in self.streams.values() if stream.selected]
         quiet_collector()
-        for stream in streams:
-            # Checks each bookmark before anything is written, and creates each stream's state
-            # entry now, so that no thread resizes the shared state later.
-            stream.sync_window()
-        self._reset_state_progress_markers()
-        self._set_compatible_replication_methods()
-        if self.state:
-            self._state_writer.write_state(self.state)
-        with (
-            self.progress.running(stream.name for stream in streams),
-            ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool,
-        ):
-            futures = [pool.submit(self._sync_stream, stream) for stream in streams]
-            try:
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            except Stopped as stopped:
-                self._stop()
-                exit_stopped(self.name, stopped, "the next run resumes from the last STATE sent")
-            failed = [future for future in done if future.exception()]
-            if failed:
-                self.aborted.set()
-                wait(futures, timeout=STOP_SECONDS)
-                if self._batch_run:
-                    self._batch_run.discard_unannounced()
-                raise t.cast("BaseException", failed[0].exception())
+        # Progress counts from the first request (Stripe's clock, read by `sync_window`).
+        with self.progress.running(stream.name for stream in streams):
+            for stream in streams:
+                # Checks each bookmark before anything is written, and creates each stream's
+                # state entry now, so that no thread resizes the shared state later.
+                stream.sync_window()
+            self._reset_state_progress_markers()
+            self._set_compatible_replication_methods()
+            if self.state:
+                self._state_writer.write_state(self.state)
+            with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
+                futures = [pool.submit(self._sync_stream, stream) for stream in streams]
+                try:
+                    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                except Stopped as stopped:
+                    self._stop()
+                    exit_stopped(
+                        self.name, stopped, "the next run resumes from the last STATE sent"
+                    )
+                failed = [future for future in done if future.exception()]
+                if failed:
+                    self.aborted.set()
+                    wait(futures, timeout=STOP_SECONDS)
+                    if self._batch_run:
+                        self._batch_run.discard_unannounced()
+                    raise t.cast("BaseException", failed[0].exception())
         for stream in streams:
             stream.log_sync_costs()
 
