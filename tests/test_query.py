@@ -564,7 +564,8 @@ def test_json_output_is_valid_json_for_every_double_and_blob(warehouse, capsys):
         ("SELECT count(*) AS n FROM MyStripeAPI.CHARGES", "2500"),
         ('SELECT count(*) AS n FROM "MyStripeAPI"."Charges"', "2500"),
         ("SELECT count(*) AS n FROM `MyStripeAPI`.`/Charges`", "2500"),
-        ("SELECT `mystripeapi`.`/Charges`.id FROM `mystripeapi`.`/Charges` LIMIT 1", "ch_02499"),  # the Drill form lists newest first
+        # The Drill form lists newest first, as the live list endpoint does.
+        ("SELECT `mystripeapi`.`/Charges`.id FROM `mystripeapi`.`/Charges` LIMIT 1", "ch_02499"),
         ("SELECT " + "(" * 45 + "1" + ")" * 45 + " AS n", "1"),
         ("SELECT " + "(" * 400 + "1" + ")" * 400 + " AS n", "1"),
     ],
