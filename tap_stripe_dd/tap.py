@@ -15,6 +15,7 @@ import time
 import typing as t
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -475,7 +476,12 @@ def normalised_config(config: t.Mapping[str, t.Any], schema: dict) -> dict[str, 
     currency codes lower-case, as Stripe writes them."""
     result = {name: value for name, value in config.items() if value is not None}
     for name, spec in schema["properties"].items():
-        if not isinstance(value := result.get(name), str):
+        if isinstance(value := result.get(name), Decimal):
+            # The SDK reads a config file's numbers as Decimal, and Decimal("0.1") is less than
+            # the float 0.1 of a schema's bound: a setting at its documented minimum failed.
+            result[name] = float(value)
+            continue
+        if not isinstance(value, str):
             continue
         for kind in (k for k in spec.get("type", ()) if k in NUMBER_TYPES):
             with contextlib.suppress(ValueError):

@@ -40,14 +40,14 @@ def serving(charges: list) -> Iterator[str]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             params = parse_qs(url.query)
-            items = [i for i in charges if in_page(i, params)] if url.path == "/v1/charges" else []
-            start = 0
-            if after := params.get("starting_after"):
-                ids = [i.get("id") if isinstance(i, dict) else None for i in items]
-                start = ids.index(after[0]) + 1
+            listed = charges if url.path == "/v1/charges" else []
+            if after := params.get("starting_after"):  # as Stripe: after the cursor's object,
+                ids = [i.get("id") if isinstance(i, dict) else None for i in listed]
+                listed = listed[ids.index(after[0]) + 1 :]  # in the window or not
+            items = [i for i in listed if in_page(i, params)]
             limit = int(params["limit"][0])
-            body = {"object": "list", "data": items[start : start + limit]}
-            body["has_more"] = start + limit < len(items)
+            body = {"object": "list", "data": items[:limit]}
+            body["has_more"] = limit < len(items)
             data = json.dumps(body).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
