@@ -11,7 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tap_stripe_dd import cli
@@ -79,10 +79,16 @@ def second_sync(emulator: StripeEmulator, sync: Callable[[], None], database: st
     """Three weeks pass and objects loaded by the first sync change (a refund, evidence on a
     dispute, which is decided later, payouts paid, a customer renamed, one deleted); the second
     sync is incremental, and the changed rows are shown before and after it."""
-    charge = next(c["id"] for c in reversed(emulator.current("charges")) if c["paid"])
-    dispute = next(d["id"] for d in emulator.current("disputes") if d["status"] == "needs_response")
-    payout = next(p["id"] for p in emulator.current("payouts") if p["status"] == "pending")
-    renamed, deleted = (c["id"] for c in emulator.current("customers")[-2:])
+
+    def first(objects: Iterable[dict], wanted: Callable[[dict], bool]) -> str:
+        """The first such object's id; '' when a small data set has none (its rows are then
+        simply not shown)."""
+        return next((o["id"] for o in objects if wanted(o)), "")
+
+    charge = first(reversed(emulator.current("charges")), lambda c: c["paid"])
+    dispute = first(emulator.current("disputes"), lambda d: d["status"] == "needs_response")
+    payout = first(emulator.current("payouts"), lambda p: p["status"] == "pending")
+    renamed, deleted = ([c["id"] for c in emulator.current("customers")[-2:]] + ["", ""])[:2]
     sql = (
         "SELECT 'charges' AS \"table\", 'refunded ' || refunded || ', amount_refunded ' || "
         f"amount_refunded AS value FROM mystripeapi.charges WHERE id = '{charge}' UNION ALL "
@@ -95,11 +101,15 @@ def second_sync(emulator: StripeEmulator, sync: Callable[[], None], database: st
     )
     print("\nBefore: rows the next sync will change", flush=True)
     cli.main(["query", sql, "--db", database])
-    emulator.write("POST", "/v1/refunds", {"charge": charge})
     evidence = {"evidence[uncategorized_text]": "Signed delivery receipt attached."}
-    emulator.write("POST", f"/v1/disputes/{dispute}", evidence)
-    emulator.write("POST", f"/v1/customers/{renamed}", {"name": "Jenny Rosen (renamed)"})
-    emulator.write("DELETE", f"/v1/customers/{deleted}")
+    for wanted, method, path, params in (
+        (charge, "POST", "/v1/refunds", {"charge": charge}),
+        (dispute, "POST", f"/v1/disputes/{dispute}", evidence),
+        (renamed, "POST", f"/v1/customers/{renamed}", {"name": "Jenny Rosen (renamed)"}),
+        (deleted, "DELETE", f"/v1/customers/{deleted}", None),
+    ):
+        if wanted:
+            emulator.write(method, path, params)
     emulator.advance(21 * DAY)
     print("\nThree weeks later, in the emulator: the second sync (incremental)", flush=True)
     sync()
