@@ -473,8 +473,8 @@ def pages(emu: StripeEmulator, resource: str, **params) -> list[bytes]:
 
 def test_prewarmed_objects_are_byte_for_byte_those_built_on_demand():
     with (
-        StripeEmulator(seed=5, objects=400, cache_size=50) as built,
-        StripeEmulator(seed=5, objects=400, prewarm=True) as prewarmed,
+        StripeEmulator(seed=5, objects=400, cache_size=50, now=NOW) as built,
+        StripeEmulator(seed=5, objects=400, prewarm=True, now=NOW) as prewarmed,
     ):
         for resource in RESOURCES:
             assert pages(built, resource) == pages(prewarmed, resource)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_emulator import RESOURCES, pages, walk
+from test_emulator import NOW, RESOURCES, pages, walk
 
 from tap_stripe_dd.emulator import StripeEmulator
 
@@ -53,14 +53,14 @@ def test_prints_its_url_first_serves_and_stops_cleanly(signum):
 
 def test_prewarm_builds_before_the_url_and_serves_the_same_bytes():
     command = [STRIPE_DD, "emulator", "--port", "0", "--seed", "3", "--objects", "50",
-               "--prewarm", "--cache-size", "10"]  # fmt: skip
+               "--prewarm", "--cache-size", "10", "--now", str(NOW)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(30, process.kill)
     watchdog.start()
     try:
         url = process.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
-        with StripeEmulator(seed=3, objects=50) as built:
+        with StripeEmulator(seed=3, objects=50, now=NOW) as built:
             for resource in RESOURCES:
                 assert pages(Url(url), resource) == pages(built, resource)
         process.send_signal(signal.SIGTERM)
