@@ -41,7 +41,19 @@ BREAKS: dict[str, tuple[Callable[[Query], Query], Callable[[Body], Body]]] = {
 @contextmanager
 def misbehaving(emulator: StripeEmulator, path: str, name: str) -> Iterator[str]:
     """The URL of a proxy to `emulator` whose list pages of `path` break the contract `name`."""
-    change_query, change_body = BREAKS[name]
+    with proxy(emulator, path, *BREAKS[name]) as url:
+        yield url
+
+
+@contextmanager
+def proxy(
+    emulator: StripeEmulator,
+    path: str,
+    change_query: Callable[[Query], Query] = dict,
+    change_body: Callable[[Body], Body] = dict,
+) -> Iterator[str]:
+    """The URL of a proxy to `emulator` that changes the query and the answered list pages of
+    `path` on their way."""
 
     class Proxy(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

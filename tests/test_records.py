@@ -3,73 +3,43 @@ stops the tap in one line naming stream, object and field, and the bookmark neve
 what can be kept losslessly is kept: a whole `created` sent as a float, and (the loader, in
 tests/test_loader.py) values that do not fit their column, kept in `_sdc_extra`.
 
-Stripe's objects here come from the emulator's data, served with one object spoiled by a tiny
-HTTP server of the test's own (the emulator serves only well-formed objects)."""
+Stripe's objects here come from the emulator, with one object spoiled on its way by a proxy
+(tests/misbehaving.py; the emulator serves only well-formed objects)."""
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from misbehaving import proxy
 
 from conftest import TEST_TUNING
 from tap_stripe_dd.client import to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.records import float_rfc3339, to_rfc3339
 
-
-def in_page(item: object, params: dict[str, list[str]]) -> bool:
-    """Within the request's `created` range; an object without a usable `created` is in all."""
-    created = item.get("created") if isinstance(item, dict) else None
-    if not isinstance(created, int | float):
-        return True
-    return int(params["created[gte]"][0]) <= created < int(params["created[lt]"][0])
-
-
-@contextmanager
-def serving(charges: list) -> Iterator[str]:
-    """A Stripe list API of these charges (newest first) and of nothing else."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            params = parse_qs(url.query)
-            listed = charges if url.path == "/v1/charges" else []
-            if after := params.get("starting_after"):  # as Stripe: after the cursor's object,
-                ids = [i.get("id") if isinstance(i, dict) else None for i in listed]
-                listed = listed[ids.index(after[0]) + 1 :]  # in the window or not
-            items = [i for i in listed if in_page(i, params)]
-            limit = int(params["limit"][0])
-            body = {"object": "list", "data": items[:limit]}
-            body["has_more"] = limit < len(items)
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+NOW = 1_780_000_000  # the emulator's data, the same in the test and behind the proxy
 
 
 def charges() -> list[dict]:
-    return list(StripeEmulator(seed=7, objects=40).objects("charges"))
+    return list(StripeEmulator(seed=7, objects=40, now=NOW).objects("charges"))
+
+
+@contextmanager
+def serving(objects: list) -> Iterator[str]:
+    """The emulator's API, with its charges replaced on their way by `objects` (one spoiled)."""
+    replaced = {o["id"]: spoiled for o, spoiled in zip(charges(), objects, strict=True)}
+
+    def spoil(page: dict) -> dict:
+        return page | {"data": [replaced[o["id"]] for o in page["data"]]}
+
+    with (
+        StripeEmulator(seed=7, objects=40, now=NOW) as emulator,
+        proxy(emulator, "/v1/charges", change_body=spoil) as url,
+    ):
+        yield url
 
 
 def config_for(url: str) -> dict:
