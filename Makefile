@@ -4,10 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test soak bench lint schemas clean
+.PHONY: demo test soak bench lint schemas clean scale-demo
 
 demo: $(VENV)/.installed
 	$(BIN)/stripe-dd demo
+
+# PostgreSQL, an emulator with 12 connected accounts, and 3 shards on Dagster (README, "Many
+# accounts"); exits 0 only when every account's ids are exact.
+scale-demo: $(VENV)/.installed
+	$(BIN)/python -m tap_stripe_dd.scale_demo
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

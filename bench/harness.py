@@ -1,6 +1,7 @@
 """The benchmark harness: each measure side by side in one run, against the emulator, as ratios.
 
-`python -m bench [--quick]` runs E (the emulator's speed) and P1..P4, prints a table and writes
+`python -m bench [--quick]` runs E (the emulator's speed), P1..P4 and P6 (accounts,
+bench/accounts.py), prints a table and writes
 bench/RESULTS.md.
 The emulator runs as its own process, so that it never shares the tap's interpreter.
 """
@@ -74,7 +75,11 @@ def emulator(objects: int, *extra: str) -> Iterator[str]:
         yield process.stdout.readline().strip()
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # busy with many accounts' connections
+            process.kill()
+            process.wait()
 
 
 class Listed(msgspec.Struct):
@@ -437,12 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
     parser.add_argument(
         "--only",
-        choices=["E", "P1", "P2", "P3", "P4", "P5", "I"],
+        choices=["E", "P1", "P2", "P3", "P4", "P5", "I", "P6"],
         action="append",
         help="run only these measures (repeatable); RESULTS.md is then left as it is",
     )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
+    from bench.accounts import p6_accounts, p6_memory  # which imports this module
+
     measures: dict[str, Callable[[Path], list[Row]]] = {
         "E": lambda workdir: e_emulator(100_000 // scale, workdir),
         "P1": lambda workdir: p1_overhead(20_000 // scale, workdir),
@@ -451,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         "P4": lambda workdir: [p4_memory(10_000, 1_000_000 // scale, workdir)],
         "I": lambda workdir: i_incremental(10_000 // scale, 1_000 // scale, workdir),
         "P5": lambda workdir: p5_changes(5_000 // scale, 10_000 // scale, workdir),
+        "P6": lambda workdir: [
+            *p6_accounts(1_000 // scale, 20, workdir),
+            p6_memory(1_000 // scale, 3, workdir),
+        ],
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,13 @@ STREAMS = {
 }
 PRIMARY_KEY = "id"
 REPLICATION_KEY = "created"
+# Not Stripe's: the tap's column naming the account an object belongs to (Connect platforms).
+ACCOUNT_KEY = "account_id"
+ACCOUNT: Schema = {
+    "type": "string",
+    "description": "The account the object belongs to: the platform's own id for its own "
+    "data, else the connected account's (sent as Stripe-Account).",
+}
 
 # Objects this many levels below the record keep no `properties` (so typed fields reach
 # e.g. charges.payment_method_details.card.brand): the loader stores nested objects as JSON
@@ -252,6 +259,7 @@ def build_schema(resource: str, components: dict[str, Schema], example: Schema) 
     properties = {key: nullable(value) for key, value in properties.items()}
     properties[PRIMARY_KEY] = with_types(properties[PRIMARY_KEY], {"string"})
     properties[REPLICATION_KEY] = with_types(properties[REPLICATION_KEY], {"string"})
+    properties[ACCOUNT_KEY] = ACCOUNT
     description = describe(spec["description"])
     return {"type": "object", "description": description, "properties": properties}
 

@@ -67,6 +67,9 @@ from tap_stripe_dd.client import (
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
 
+if t.TYPE_CHECKING:
+    from tap_stripe_dd.accounts import Account
+
 RETENTION = 30 * DAY  # Stripe keeps events this long
 GAP_MARGIN = 3_600  # a sweep starts at least this far inside the retention
 SWEPT = "changes_swept_to"
@@ -115,12 +118,24 @@ class TrackedStream(StripeStream):
     #: Whether objects change with no event (`status` pending until `available_on`).
     changes_unannounced: t.ClassVar[bool] = False
 
-    def sync_window(self) -> tuple[int, int]:
+    def sync_window(self, state: dict | None = None) -> tuple[int, int]:
         self._plan_sweep()
-        start, end = super().sync_window()
-        if self.changes_unannounced and (pending := self.stream_state.get(PENDING)):
-            start = min(start, self._state_time(PENDING, pending))
+        start, end = super().sync_window(state)
+        if state is None:
+            start = self._pending_start(start)
         return start, max(start, end)
+
+    def account_window(self, account: Account) -> tuple[int, int]:
+        """The change feed's account scans again from its oldest pending object too."""
+        start, end = super().account_window(account)
+        if account is self.feed_account:
+            start = self._pending_start(start)
+        return start, max(start, end)
+
+    def _pending_start(self, start: int) -> int:
+        if self.changes_unannounced and (pending := self.stream_state.get(PENDING)):
+            return min(start, self._state_time(PENDING, pending))
+        return start
 
     def _state_time(self, key: str, value: object) -> int:
         try:
@@ -176,14 +191,23 @@ class TrackedStream(StripeStream):
     def events_lookback(self) -> int:
         return int(self.config.get("events_lookback_seconds", 600))
 
-    def _walk_events(self) -> Iterator[tuple[str, t.Any]]:
-        start, end = self.sync_window()
-        feed = ChangeFeed(self, start, end)
-        for kind, payload in super()._walk_events():
-            if kind == "records":
+    def _walk_events(self) -> Iterator[tuple[str, Account | None, t.Any]]:
+        """The created scan of every account, then the sweep of the feed's account (its rows
+        with its `account_id`), if this run reads it."""
+        account = self.feed_account
+        if account is None:
+            yield from super()._walk_events()
+            return
+        feed = ChangeFeed(self, *self.account_window(account))
+        for kind, scanned, payload in super()._walk_events():
+            if kind == "records" and scanned is account:
                 feed.saw(payload)
-            yield kind, payload
-        yield from feed.sweep()
+            yield kind, scanned, payload
+        for kind, payload in feed.sweep():
+            if kind == "records":
+                for record in payload:
+                    record["account_id"] = account.id
+            yield kind, None, payload
 
 
 class EventsEndpoint:
@@ -210,7 +234,7 @@ class EventsEndpoint:
         return Page(body["data"], body["has_more"])
 
     def saturated(self) -> bool:
-        return self.stream._tap.rate_limiter.saturated(self.BUCKET)
+        return self.stream._tap.directory.platform_limiter.saturated(self.BUCKET)
 
 
 class ChangeFeed:

@@ -8,6 +8,7 @@ import calendar
 import operator
 import socket
 import threading
+import time
 import typing as t
 from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.schema.source import SchemaDirectory
 
+from tap_stripe_dd.accounts import Account, AccountEndpoint, AccountWalks
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
 from tap_stripe_dd.records import (
@@ -42,6 +44,8 @@ from tap_stripe_dd.records import (
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
+
+    from tap_stripe_dd.ratelimit import RateLimiter
 
 DEFAULT_API_URL = "https://api.stripe.com"
 STRIPE_VERSION = "2024-06-20"
@@ -117,6 +121,10 @@ def page_problem(body: dict, request: PageRequest) -> str | None:
 class StripeAPIError(FatalAPIError):
     """A response the run cannot get past: shown as one line, never with the key or the body."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class StripeStream(RESTStream[str | None]):
     """A Stripe list endpoint, synced incrementally on `created` in resumable slices.
@@ -161,8 +169,6 @@ class StripeStream(RESTStream[str | None]):
             "Stripe-Version": self.config.get("stripe_version", STRIPE_VERSION),
             "User-Agent": "tap-stripe-dd",
         }
-        if account := self.config.get("account_id"):
-            headers["Stripe-Account"] = account
         return headers
 
     @property
@@ -178,16 +184,21 @@ class StripeStream(RESTStream[str | None]):
         return local.session
 
     def request_decorator(self, func: t.Callable, bucket: str | None = None) -> t.Callable:
-        """Every attempt, retries included, first waits for the run's shared rate limiter, in
-        the per-endpoint `bucket` (default: this stream's list endpoint)."""
-        limiter, progress = self._tap.rate_limiter, self._tap.progress
+        """Every attempt, retries included, first waits for the account's rate limiter (the
+        call's second argument), in the per-endpoint `bucket` (default: this stream's list
+        endpoint)."""
+        progress = self._tap.progress
         bucket = bucket or self.path
 
-        def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+        def limited(
+            prepared: requests.PreparedRequest,
+            limiter: RateLimiter,
+            request: PageRequest | None = None,
+        ) -> t.Any:
             limiter.acquire(bucket)
             progress.requested(self.name)
             try:
-                result = func(*args, **kwargs)
+                result = func(prepared, limiter, request)
             except requests.ConnectionError as exc:
                 if deterministic(exc, answered=self.answered.is_set()):
                     raise StripeAPIError(network_error_message(exc, retried=False)) from None
@@ -201,51 +212,72 @@ class StripeStream(RESTStream[str | None]):
     def _filter_config(self) -> dict[str, t.Any]:
         return dict(self.config.get("filters", {}).get(self.name, {}))
 
-    def saturated(self) -> bool:
-        """Whether requests to this endpoint queue for the rate limit now."""
-        return self._tap.rate_limiter.saturated(self.path)
+    def fetch_page(self, request: PageRequest, account: Account) -> Page:
+        """One list page of one account, retried as the settings say (see `Endpoint` in
+        fetching.py, and `AccountEndpoint`)."""
+        body = self.get_json(self.get_url(None), self.page_params(request), account, request)
+        return Page(body["data"], body["has_more"])
 
-    def fetch_page(self, request: PageRequest) -> Page:
-        """One list page, retried as the settings say (see `Endpoint` in fetching.py)."""
+    def get_json(
+        self, url: str, params: dict, account: Account, request: PageRequest | None = None
+    ) -> dict:
+        """The decoded body of a GET, as `account` (`Stripe-Account` for a connected one); of
+        the page `request` asks for, if given."""
+        headers = self.http_headers
+        if account.connected:
+            headers["Stripe-Account"] = account.id
         prepared = self.build_prepared_request(
-            method="GET",
-            url=self.get_url(None),
-            params=self.page_params(request),
-            headers=self.http_headers,
+            method="GET", url=url, params=params, headers=headers
         )
-        return self._fetch_with_retries(prepared, request)
+        return self._get_with_retries(prepared, account.limiter, request)
 
     @cached_property
-    def _fetch_with_retries(self) -> t.Callable[[requests.PreparedRequest, PageRequest], Page]:
-        return self.request_decorator(self._fetch_once)
+    def _get_with_retries(self) -> t.Callable[..., dict]:
+        return self.request_decorator(self._get_once)
 
-    def _fetch_once(self, prepared: requests.PreparedRequest, request: PageRequest) -> Page:
-        """A page that breaks Stripe's list contract is retried like a 5xx, and then fails:
-        taken as it is, it would end a slice early or never end it. An object the run cannot
-        place (no id, no integer `created`) stops it at once, named (`listed_objects`)."""
-        response = self._request(prepared, None)
+    def _get_once(
+        self, prepared: requests.PreparedRequest, limiter: RateLimiter, request: PageRequest | None
+    ) -> dict:
+        """A list page (`request`) that breaks Stripe's list contract is retried like a 5xx,
+        and then fails: taken as it is, it would end a slice early or never end it. An object
+        the run cannot place (no id, no integer `created`) stops it at once, named
+        (`listed_objects`)."""
+        try:
+            response = self._request(prepared, None)
+        except RetriableAPIError as exc:
+            # After a 429 every request of the account to the endpoint waits, not only this one.
+            if exc.response is not None and exc.response.status_code == 429:
+                limiter.pause(self.path, self._retry_after(exc.response) or 1.0)
+            raise
         body = self.body(response)
+        if request is None:
+            return body
         if isinstance(data := body.get("data"), list):
             listed_objects(self.name, data)
         if problem := page_problem(body, request):
             msg = f"GET {self.path}: Stripe sent a list page that breaks its contract: {problem}"
             raise RetriableAPIError(msg, response)
-        return Page(body["data"], body["has_more"])
+        return body
 
     # Other endpoints for the change feed (changes.py): events, an object by id, the clock.
 
     def get(self, path: str, params: dict, bucket: str) -> requests.Response:
-        """`GET /v1<path>` with this stream's headers, retries and error translation, rate
-        limited in the per-endpoint `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
+        """`GET /v1<path>` as the key's own account (or `account_id`'s), with this stream's
+        headers, retries and error translation, rate limited in that account's per-endpoint
+        `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
+        headers = self.http_headers
+        if account := self.config.get("account_id"):
+            headers["Stripe-Account"] = str(account)
         prepared = self.build_prepared_request(
-            method="GET", url=self.url_base + path, params=params, headers=self.http_headers
+            method="GET", url=self.url_base + path, params=params, headers=headers
         )
         decorated = self._decorated_gets.get(bucket)
         if decorated is None:
             decorated = self._decorated_gets.setdefault(
-                bucket, self.request_decorator(self._request, bucket)
+                bucket,
+                self.request_decorator(lambda prepared, *_: self._request(prepared, None), bucket),
             )
-        return decorated(prepared, None)
+        return decorated(prepared, self._tap.directory.platform_limiter)
 
     @cached_property
     def _decorated_gets(self) -> dict[str, t.Callable]:
@@ -309,13 +341,11 @@ class StripeStream(RESTStream[str | None]):
                 raise RetriableAPIError(msg, response)
             return
         message = self.response_error_message(response)
-        if status == 429:
-            self._tap.rate_limiter.pause(self.path, self._retry_after(response) or 1.0)
         if should_retry == "false":
-            raise StripeAPIError(message)
+            raise StripeAPIError(message, status)
         if status in (409, 429) or status >= 500 or should_retry == "true":
             raise RetriableAPIError(message, response)
-        raise StripeAPIError(message)
+        raise StripeAPIError(message, status)
 
     def response_error_message(self, response: requests.Response) -> str:
         """Stripe's error type, code and message only: the body and headers may carry secrets."""
@@ -441,21 +471,63 @@ class StripeStream(RESTStream[str | None]):
         """Stripe streams have no child streams: the SDK would copy a context per record."""
         return ()
 
-    # Slices and state.
+    # Slices, accounts and state.
 
     def _increment_stream_state(
         self, latest_record: dict, *, context: Context | None = None
     ) -> None:
         """Records never move the bookmark: completed slices do (see the class docstring)."""
 
-    def sync_window(self) -> tuple[int, int]:
-        """The `created` range this run covers: `[start, end)` in Unix seconds."""
+    @property
+    def partitions(self) -> list[dict] | None:
+        """None: the SDK would walk partitions one after another, and the tap walks accounts
+        side by side (`AccountWalks`); each account's state is still an SDK partition,
+        `bookmarks.<stream>.partitions[]` with context `{"account_id": …}`."""
+        return None
+
+    def account_state(self, account: Account) -> dict:
+        """The state an account's bookmark lives in: its partition with `account_ids`, else
+        the stream's own."""
+        if not self._tap.directory.partitioned:
+            return self.stream_state
+        cache = self.__dict__.setdefault("_account_states", {})
+        state = cache.get(account.id)
+        if state is None:
+            state = cache[account.id] = self.get_context_state({"account_id": account.id})
+            mark = self.stream_state.get("replication_key_value")
+            if mark and not account.connected and "replication_key_value" not in state:
+                # A one-account state (before `account_ids`): the platform's bookmark goes on.
+                state.update(replication_key=self.replication_key, replication_key_value=mark)
+        return state
+
+    @cached_property
+    def feed_account(self) -> Account | None:
+        """The account the change feed (changes.py, stream-level state) sweeps: the key's own
+        or `account_id`'s; with `account_ids`, the platform if this run reads it. Connected
+        accounts listed in `account_ids` are not swept (the tap says so once per run)."""
+        directory = self._tap.directory
+        for account in directory.accounts:
+            if not account.connected or not directory.partitioned:
+                return account
+        return None
+
+    def account_window(self, account: Account) -> tuple[int, int]:
+        """The `created` range this run covers for one account."""
+        return self.sync_window(self.account_state(account))
+
+    def sync_window(self, state: dict | None = None) -> tuple[int, int]:
+        """The `created` range this run covers for a state (default: the stream's, and every
+        partition's bookmark is checked): `[start, end)` in Unix seconds."""
+        if state is None:
+            for partition in self.stream_state.get("partitions", []):
+                self.sync_window(partition)
+            state = self.stream_state
         now = self.stripe_clock()
         end = min(now, to_unix(self.config["end_date"])) if self.config.get("end_date") else now
         start = (
             to_unix(self.config["start_date"]) if self.config.get("start_date") else STRIPE_EPOCH
         )
-        bookmark = self.stream_state.get("replication_key_value")
+        bookmark = state.get("replication_key_value")
         if bookmark:
             try:
                 bookmark_ts = to_unix(str(bookmark))
@@ -479,57 +551,83 @@ class StripeStream(RESTStream[str | None]):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    def _walk_events(self) -> Iterator[tuple[str, t.Any]]:
-        """The walk's pages (`records`) and each bookmark it allows that is past the state's."""
-        start, end = self.sync_window()
-        walk = Walk(
-            self,
+    def _walk(self, endpoint: AccountEndpoint, start: int, end: int) -> Walk:
+        return Walk(
+            endpoint,
             start,
             end,
             slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
             page_size=self.page_size,
             concurrency=self.concurrency,
+        )
+
+    def _walk_events(self) -> Iterator[tuple[str, Account, t.Any]]:
+        """The pages (`records`, each record with its `account_id`) of every account, and
+        each bookmark an account's walk allows that is past its state's."""
+        directory = self._tap.directory
+        windows = [(account, *self.account_window(account)) for account in directory.accounts]
+        live: list[Walk] = []  # the accounts' walks, for the slices left
+
+        def walk(endpoint: AccountEndpoint, start: int, end: int) -> Walk:
+            live.append(self._walk(endpoint, start, end))
+            return live[-1]
+
+        walks = AccountWalks(
+            self,
+            windows,
+            in_flight=int(self.config.get("account_concurrency", 10)),
+            directory=directory,
+            walk=walk,
             wait=self._tap.wait_for,
         )
         progress = self._tap.progress
-        for kind, payload in walk.run():
-            progress.slices_left(self.name, walk.scheduler.left())
+        for kind, account, payload in walks.run():
+            progress.slices_left(self.name, sum(w.scheduler.left() for w in live))
             if kind == "records":
                 progress.fetched(self.name, len(payload))
+                for record in payload:
+                    record["account_id"] = account.id
             elif kind == "bookmark":
-                previous = self.stream_state.get("replication_key_value")
+                previous = self.account_state(account).get("replication_key_value")
                 if previous and to_unix(previous) >= payload:
                     continue
-            yield kind, payload
+            yield kind, account, payload
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
         """Records go to the SDK's writer; the bookmark moves once they are written."""
-        for kind, payload in self._walk_events():
+        bookmarks = Bookmarks(self)
+        for kind, account, payload in self._walk_events():
             if kind == "records":
                 self._page_extracted_at = utc_now()  # the page's time serves its records
                 yield from payload
             else:
-                self._write_progress(kind, payload)
+                self._write_progress(kind, account, payload, bookmarks)
+        bookmarks.write()
 
     def get_batches(
         self, batch_config: BatchConfig, context: Context | None = None
     ) -> Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
         """Records go to files (`batch_config`): a file is closed and announced (the SDK writes
-        its BATCH message) before the STATE whose bookmark covers its records, so that no STATE
+        its BATCH message) before the STATE whose bookmarks cover its records, so that no STATE
         ever confirms a record in a file the loader has not been told of."""
         batch = self._batches = self._tap.batch_run(batch_config).stream(self._batch_outputs)
+        bookmarks = Bookmarks(self)
         with self.get_record_counter() as counter:
-            for kind, payload in self._walk_events():
+            for kind, account, payload in self._walk_events():
                 if kind == "records":
                     records = [r for r in map(self._batch_record, payload) if r is not None]
                     batch.write(records)
                     counter.increment(len(records))
                     continue
+                if kind == "bookmark" and not bookmarks.due():
+                    bookmarks.add(account, payload)
+                    continue
                 if batch.count:
                     yield batch_config.encoding, batch.close()
-                self._write_progress(kind, payload)
+                self._write_progress(kind, account, payload, bookmarks)
         if batch.count:  # a window that ends before the bookmark (`end_date`) never moves it
             yield batch_config.encoding, batch.close()
+        bookmarks.write()
 
     @cached_property
     def _batch_outputs(self) -> list[tuple[str, t.Callable[[dict], dict | None] | None]]:
@@ -565,17 +663,52 @@ class StripeStream(RESTStream[str | None]):
             pop_deselected_record_properties(row, self.schema, self.mask)
         return row
 
-    def _write_progress(self, kind: str, payload: t.Any) -> None:
-        """After the records it covers: a `bookmark` (everything created before `payload` has
-        been written) or the change feed's `state` (its cursors, changes.py); say so."""
-        if kind == "bookmark":
-            self.stream_state.update(
-                replication_key=self.replication_key, replication_key_value=to_rfc3339(payload)
-            )
+    def _write_progress(
+        self, kind: str, account: Account | None, payload: t.Any, bookmarks: Bookmarks
+    ) -> None:
+        """After the records it covers: an account's `bookmark` (everything it created before
+        `payload` has been written), sent when due (`Bookmarks`), or the change feed's `state`
+        (its cursors, changes.py), sent at once with the bookmarks pending; say so."""
+        if kind == "bookmark" and account is not None:
+            bookmarks.add(account, payload)
+            if bookmarks.due():
+                bookmarks.write()
         else:
             self.stream_state.update(payload)
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+            bookmarks.write(force=True)
+
+
+class Bookmarks:
+    """Bookmarks the walks allowed, written to the state (and a STATE message sent) at once
+    for one account, at most every `Directory.state_seconds` for many: each STATE holds every
+    partition."""
+
+    def __init__(self, stream: StripeStream) -> None:
+        self.stream = stream
+        self.pending: dict[str, tuple[Account, int]] = {}
+        self.every = stream._tap.directory.state_seconds
+        self.written = time.monotonic()
+
+    def add(self, account: Account, end: int) -> None:
+        """Everything `account` created before `end` has been handed on."""
+        self.pending[account.id] = (account, end)
+
+    def due(self) -> bool:
+        return time.monotonic() - self.written >= self.every
+
+    def write(self, *, force: bool = False) -> None:
+        """The pending bookmarks, in a STATE message if any (or if `force`: the stream's own
+        state changed)."""
+        stream = self.stream
+        for account, end in self.pending.values():
+            stream.account_state(account).update(
+                replication_key=stream.replication_key, replication_key_value=to_rfc3339(end)
+            )
+        if self.pending or force:
+            stream.state_manager.is_flushed = False
+            stream._write_state_message()
+        self.pending.clear()
+        self.written = time.monotonic()
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:

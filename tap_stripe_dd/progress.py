@@ -82,6 +82,7 @@ class Progress:
         self.interval = interval
         self.log_metrics = log_metrics
         self.streams: dict[str, StreamProgress] = {}
+        self.synced: set[str] = set()
         self._lock = threading.Lock()
 
     def stream(self, name: str) -> StreamProgress:
@@ -147,7 +148,8 @@ class Progress:
     def running(self, streams: Iterable[str]) -> Iterator[None]:
         """Counts and reports while the block runs; logs the summary if it succeeds."""
         started = time.monotonic()
-        for name in streams:
+        self.synced = set(streams)  # not the account lookups (streams.py): their requests count
+        for name in self.synced:
             self.stream(name).started = started
         metrics_logger = logging.getLogger(METRICS_LOGGER_NAME)
         feed = MetricsFeed(self)
@@ -168,15 +170,15 @@ class Progress:
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             for progress in list(self.streams.values()):
-                if progress.finished is None:
+                if progress.finished is None and progress.name in self.synced:
                     self.logger.info("%s", progress.line())
 
     def summary(self, seconds: float) -> None:
-        streams = list(self.streams.values())
+        streams = [p for p in self.streams.values() if p.name in self.synced]
         for progress in streams:
             self.logger.info("%s", progress.line())
         objects = sum(p.objects for p in streams)
-        requests = sum(p.requests for p in streams)
+        requests = sum(p.requests for p in self.streams.values())
         self.logger.info(
             "done: %s from %s, %s in %.1f s",
             plural(objects, "object"),

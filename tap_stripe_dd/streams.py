@@ -5,8 +5,17 @@ Creations are left out: the created scan reads new objects."""
 
 from __future__ import annotations
 
+import typing as t
+
+import msgspec
+import requests
+from singer_sdk.exceptions import RetriableAPIError
+
+from tap_stripe_dd.accounts import Account
 from tap_stripe_dd.changes import TrackedStream
 from tap_stripe_dd.client import StripeStream
+from tap_stripe_dd.fetching import PageRequest
+from tap_stripe_dd.ratelimit import RateLimiter
 
 
 class BalanceTransactionsStream(TrackedStream):
@@ -87,3 +96,40 @@ STREAM_TYPES: tuple[type[StripeStream], ...] = (
     PayoutsStream,
     RefundsStream,
 )
+
+
+class AccountsLookup(StripeStream):
+    """Not a Singer stream: the platform's id (`GET /v1/account`) and its connected accounts
+    (`GET /v1/accounts`, paged), with the streams' retries, rate limit and errors."""
+
+    name = "accounts"
+    path = "/accounts"
+    schema: t.ClassVar[dict] = {"type": "object", "properties": {"id": {"type": "string"}}}
+
+    def platform_id(self, limiter: RateLimiter) -> str:
+        body = self.get_json(f"{self.url_base}/account", {}, Account("", False, limiter))
+        return str(body["id"])
+
+    def connected_ids(self, limiter: RateLimiter) -> list[str]:
+        ids: list[str] = []
+        request = PageRequest(0, self.stripe_clock() + 1, 100)
+        while True:
+            page = self.fetch_page(request, Account("", False, limiter))
+            ids += (str(account["id"]) for account in page.records)
+            if not page.has_more or not page.records:
+                return ids
+            request = PageRequest(request.gte, request.lt, request.limit, ids[-1])
+
+    def validate_response(self, response: requests.Response) -> None:
+        """`/v1/account` answers with an object, not a list."""
+        path = str(response.request.path_url).split("?")[0]
+        if response.status_code < 400 and path.endswith("/v1/account"):
+            try:
+                account = self.body(response)
+            except (msgspec.DecodeError, ValueError):
+                account = None
+            if not isinstance(account, dict) or not isinstance(account.get("id"), str):
+                msg = "GET /account: Stripe sent a body that is not an account"
+                raise RetriableAPIError(msg, response)
+            return
+        super().validate_response(response)

@@ -72,11 +72,11 @@ def sync_lock(root: Path) -> Iterator[int]:
 
 class RunningJobs:
     """The jobs marked RUNNING in the system database Meltano would use (through Meltano's own
-    settings and models, so `MELTANO_DATABASE_URI`, .env and environments all count). Whatever
-    stops the reading also stops `meltano run`, which says what it is: then no job is reported
-    here."""
+    settings and models, so `MELTANO_DATABASE_URI`, .env and environments all count), those of
+    one shard only with `state_id_suffix` (tap_stripe_dd/orchestration.py). Whatever stops the
+    reading also stops `meltano run`, which says what it is: then no job is reported here."""
 
-    def __init__(self, root: Path, environment: str | None) -> None:
+    def __init__(self, root: Path, environment: str | None, state_id_suffix: str = "") -> None:
         from meltano.cli.cli import detect_selected_environment
         from meltano.core.db import project_engine
         from meltano.core.error import Error
@@ -95,11 +95,15 @@ class RunningJobs:
             _, self._sessions = project_engine(project)
         except (Error, SQLAlchemyError):
             pass
+        self._suffix = state_id_suffix
 
     def _jobs(self, session: t.Any) -> list:
         from meltano.core.job import Job, State
 
-        return session.query(Job).filter(Job.state == State.RUNNING).all()
+        jobs = session.query(Job).filter(Job.state == State.RUNNING)
+        if self._suffix:
+            jobs = jobs.filter(Job.job_name.endswith(self._suffix))
+        return jobs.all()
 
     def heartbeats(self) -> list[datetime]:
         """The last heartbeat (or start) of each job marked RUNNING."""

@@ -27,6 +27,9 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
+from tap_stripe_dd.accounts import SETTINGS as ACCOUNT_SETTINGS
+from tap_stripe_dd.accounts import Account, Directory
+from tap_stripe_dd.accounts import setting_errors as account_setting_errors
 from tap_stripe_dd.batches import BatchRun, batch_config_errors
 from tap_stripe_dd.client import (
     DEFAULT_API_URL,
@@ -41,7 +44,7 @@ from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.progress import DEFAULT_INTERVAL, Progress
 from tap_stripe_dd.ratelimit import RateLimiter
 from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
-from tap_stripe_dd.streams import STREAM_TYPES
+from tap_stripe_dd.streams import STREAM_TYPES, AccountsLookup
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BatchConfig
@@ -145,6 +148,7 @@ class TapStripe(Tap):
             th.StringType,
             description="A connected account (acct_…) to read, sent as the Stripe-Account header.",
         ),
+        *ACCOUNT_SETTINGS,  # account_ids, include_platform, account_shard, … (accounts.py)
         th.Property(
             "stripe_version",
             th.StringType,
@@ -274,9 +278,14 @@ class TapStripe(Tap):
         )
         live = "_live_" in str(self.config.get("api_key", ""))
         self.default_concurrency = 8 if live else 4
-        self.rate_limiter = RateLimiter(
-            per_endpoint=float(self.config.get("rate_limit_per_endpoint", 25)),
-            per_account=float(self.config.get("rate_limit_per_account") or (100 if live else 25)),
+        per_account = float(self.config.get("rate_limit_per_account") or (100 if live else 25))
+        self.directory = Directory(
+            self.config,
+            lambda: RateLimiter(
+                per_endpoint=float(self.config.get("rate_limit_per_endpoint", 25)),
+                per_account=per_account,
+            ),
+            lambda: AccountsLookup(tap=self),
         )
 
     def discover_streams(self) -> list[StripeStream]:
@@ -299,6 +308,8 @@ class TapStripe(Tap):
                 stream.sync_window()
             self._reset_state_progress_markers()
             self._set_compatible_replication_methods()
+            if streams:
+                self._warn_unswept(self.directory.accounts)  # found before any stream starts
             if self.state:
                 self._state_writer.write_state(self.state)
             with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
@@ -319,6 +330,23 @@ class TapStripe(Tap):
                     raise t.cast("BaseException", failed[0].exception())
         for stream in streams:
             stream.log_sync_costs()
+        self.directory.finish()
+
+    def _warn_unswept(self, accounts: list[Account]) -> None:
+        """The change feed keeps one cursor per stream (changes.py): with `account_ids`, it
+        sweeps the platform only; said once per run, not silently skipped."""
+        if not self.directory.partitioned:
+            return
+        connected = sum(account.connected for account in accounts)
+        if connected:
+            platform = any(not account.connected for account in accounts)
+            self.logger.warning(
+                "%d connected account(s) in this run: changes and deletions after their "
+                "objects were first synced are not swept (the change feed covers %s); "
+                "their rows keep the values read at creation",
+                connected,
+                "the platform only" if platform else "no account: include_platform is false",
+            )
 
     def _setup_signal_handlers(self) -> None:
         """SIGINT and SIGTERM stop the run (see signals.py), not the SDK's sync to the end."""
@@ -423,6 +451,7 @@ class TapStripe(Tap):
             errors.append("stripe_version must look like 2024-06-20 (or 2024-09-30.acacia)")
         if isinstance(batch := config.get("batch_config"), dict):
             errors += batch_config_errors(batch)
+        errors += account_setting_errors(config)
         return errors
 
     def _semantic_warnings(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import duckdb
 import pytest
 
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.postgres import Server, postgres_server
 from tap_stripe_dd.streams import STREAM_TYPES
 
 BIN = Path(sys.executable).parent
@@ -47,8 +49,11 @@ class TapRun:
     def state(self) -> dict:
         return self.states[-1] if self.states else {}
 
+    def entry(self, stream: str) -> dict:
+        return self.state.get("bookmarks", {}).get(stream, {})
+
     def bookmark(self, stream: str) -> str | None:
-        return self.state.get("bookmarks", {}).get(stream, {}).get("replication_key_value")
+        return self.entry(stream).get("replication_key_value")
 
 
 def parse_messages(run: TapRun) -> TapRun:
@@ -511,3 +516,40 @@ def file_size_limit(size: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
     return limit
+
+
+# PostgreSQL (tests/test_postgres.py, tests/test_accounts.py, tests/test_orchestration.py): one
+# private server per test process, a fresh database per test.
+
+
+DATABASES = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(postgres: Server) -> Callable[[str], str]:
+    """`pg_database("warehouse")`: the URI of a new empty database, this test's own."""
+
+    def make(name: str) -> str:
+        return postgres.create_database(f"{name}_{next(DATABASES)}")
+
+    return make
+
+
+def pg_meltano_env(emulator: StripeEmulator, warehouse: str, system: str) -> dict[str, str]:
+    """`meltano run stripe-to-postgres` into `warehouse`, Meltano's state in `system`."""
+    driver = "postgresql+psycopg://"
+    return os.environ | {
+        **meltano_env(TEST_KEY),
+        "MELTANO_DATABASE_URI": system.replace("postgresql://", driver),
+        "TAP_STRIPE_DD_API_URL": emulator.url,
+        "TAP_STRIPE_DD_RETRY_INITIAL_WAIT_MS": "10",
+        "TARGET_POSTGRES_SQLALCHEMY_URL": warehouse.replace("postgresql://", driver),
+        "TARGET_POSTGRES_BATCH_SIZE_ROWS": "200",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }

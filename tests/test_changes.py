@@ -88,6 +88,7 @@ class Model:
                     young.add(obj["id"])
                     continue
                 apply_plan(obj, PLANS[stream])
+                obj["account_id"] = emulator.platform_id  # every row names its account
                 truth[obj["id"]] = obj
             live = {
                 i: row for i, row in table.items() if not row.get(DELETED_AT) and i not in young
@@ -436,6 +437,7 @@ def warehouse_differences(wh: Warehouse, emulator: StripeEmulator) -> list[str]:
         for obj in emulator.current(stream):
             if obj["created"] < now:
                 apply_plan(obj, PLANS[stream])  # date-times as the tap writes them
+                obj["account_id"] = emulator.platform_id  # every row names its account
                 truth[obj["id"]] = obj
         if rows.keys() != truth.keys():
             found.append(f"{stream}: ids differ ({len(rows.keys() ^ truth.keys())})")

@@ -114,8 +114,10 @@ def test_meltano_yml_declares_every_tap_setting_with_label_description_and_kind(
     for setting in declared.values():
         assert setting.get("label") and setting.get("description") and setting.get("kind")
     assert declared["api_key"]["kind"] == "password"
-    (loader,) = project["plugins"]["loaders"]
-    assert loader["name"] == "target-duckdb" and loader["config"]["default_target_schema"]
+    loaders = {loader["name"]: loader for loader in project["plugins"]["loaders"]}
+    assert set(loaders) == {"target-duckdb", "target-postgres"}  # postgres: README, Many accounts
+    for loader in loaders.values():
+        assert loader["config"]["default_target_schema"] == "mystripeapi"
 
 
 def test_readme_settings_table_matches_about():

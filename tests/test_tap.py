@@ -205,7 +205,8 @@ def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
     assert sum(e.path == "/v1/charges" for e in emulator.request_log) == 3
 
 
-def test_headers_pin_the_version_and_never_log_the_key(emulator, run_tap):
+def test_headers_pin_the_version_and_never_log_the_key(emulators, run_tap):
+    emulator = emulators(objects=50, accounts=["acct_1Emulated"])
     run = run_tap(tap_config(emulator, account_id="acct_1Emulated", stripe_version="2024-06-20"))
     assert run.returncode == 0, run.stderr
     headers = emulator.request_log[0].headers

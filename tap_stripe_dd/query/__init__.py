@@ -26,6 +26,7 @@ from tap_stripe_dd.query.warehouse import (
     DEFAULT_TIMEOUT,
     ENVIRONMENT_ENV,
     EXIT_TIMEOUT,
+    SYNC_HINT,
     WAREHOUSE,
     Location,
     Warehouse,
@@ -39,7 +40,7 @@ SAMPLES = resources.files("tap_stripe_dd") / "samples"
 
 def query(
     sql: str,
-    db: Location | Path,
+    db: Location | Path | str,
     fmt: str = "table",
     out: TextIO | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -49,10 +50,10 @@ def query(
         return _write(wh, to_duckdb(sql, wh), fmt, out or sys.stdout)
 
 
-def _location(args: argparse.Namespace) -> Location:
+def _location(args: argparse.Namespace) -> Location | str:
     """The warehouse the command reads; when an environment chose it, stderr says which."""
     location = resolve_db(args.db, args.environment)
-    if location.environment is not None:
+    if isinstance(location, Location) and location.environment is not None:
         print(f"stripe-dd {args.command}: warehouse {location}", file=sys.stderr, flush=True)
     return location
 
@@ -122,7 +123,8 @@ def _tables_command(args: argparse.Namespace) -> int:
     location = _location(args)
     with open_warehouse(location, args.timeout) as wh:
         if not wh.sources:
-            print(f"(no data sources in {wh.path} yet: {location.missing()})")
+            hint = location.missing() if isinstance(location, Location) else SYNC_HINT
+            print(f"(no data sources in {wh.path} yet: {hint})")
         for number, (source, endpoints) in enumerate(wh.sources.items()):
             stats = [(f"/{e}", *_table_stats(wh, source, e)) for e in endpoints]
             print(("\n" if number else "") + source)

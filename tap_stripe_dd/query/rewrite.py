@@ -74,7 +74,7 @@ def _to_duckdb(sql: str, wh: Warehouse, source: str | None) -> str:
             db = exp.to_identifier(source or column.text("db").lower())
             column.set("db", None if drill else db)
             column.set("table", exp.to_identifier(column.table.removeprefix("/").lower()))
-    return tree.sql(dialect="duckdb")
+    return tree.sql(dialect=wh.dialect)
 
 
 def _parse(sql: str, wh: Warehouse) -> exp.Expr:
@@ -154,13 +154,7 @@ def _as_listed(table: exp.Table, wh: Warehouse) -> exp.Expr:
     product this project grew from read it): deleted objects left out (rows flagged by the
     change feed, `_sdc_deleted_at`), newest first. Plain names see every row."""
     source, endpoint = table.db, table.name
-    columns = {
-        name
-        for (name,) in wh.con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
-            [source, endpoint],
-        ).fetchall()
-    }
+    columns = wh.columns(source, endpoint)
     inner = table.copy()
     inner.set("alias", None)
     listed = exp.select("*").from_(inner)

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import threading
+import typing as t
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,11 +100,14 @@ def project_root(start: Path) -> Path | None:
     return next((f for f in (start, *start.parents) if (f / "meltano.yml").is_file()), None)
 
 
-def resolve_db(db: str | None, environment: str | None = None) -> Location:
+def resolve_db(db: str | None, environment: str | None = None) -> Location | str:
     """--db, else $STRIPE_DD_DB, else the warehouse of a Meltano environment: --environment, else
-    $MELTANO_ENVIRONMENT, else meltano.yml's default_environment, as `meltano run` picks it."""
-    if db or os.environ.get(DB_ENV):
-        return Location(Path(db or os.environ[DB_ENV]))
+    $MELTANO_ENVIRONMENT, else meltano.yml's default_environment, as `meltano run` picks it.
+    A PostgreSQL URI is kept as it is (`open_warehouse`)."""
+    from tap_stripe_dd.query.postgres import is_postgres  # which imports this module
+
+    if db := db or os.environ.get(DB_ENV):
+        return db if is_postgres(db) else Location(Path(db))
     root = project_root(Path.cwd())
     environment = environment or os.environ.get(ENVIRONMENT_ENV) or _default_environment(root)
     return environment_warehouse(root, environment)
@@ -180,6 +184,7 @@ class Warehouse:
     guard: Guard
     database: str
     sources: dict[str, tuple[str, ...]]
+    dialect: t.ClassVar[str] = "duckdb"  # what rewrite.py writes (query/postgres.py: postgres)
 
     def endpoints(self, source: str) -> tuple[str, ...]:
         if not SOURCE_NAME.fullmatch(source):
@@ -188,6 +193,14 @@ class Warehouse:
             known = ", ".join(self.sources) or f"none yet: {SYNC_HINT}"
             raise UserError(f"unknown data source {source!r}; data sources in {self.path}: {known}")
         return self.sources[source]
+
+    def columns(self, source: str, table: str) -> set[str]:
+        """The column names of a table of a data source."""
+        rows = self.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+            [source, table],
+        ).fetchall()
+        return {name for (name,) in rows}
 
     def refusal(self, sql: str) -> str | None:
         """Why `sql` must not run, judged by DuckDB's own parser since that decides what would
@@ -236,10 +249,19 @@ def one_line(exc: Exception) -> str:
 
 
 @contextmanager
-def open_warehouse(where: Location | Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Warehouse]:
+def open_warehouse(
+    where: Location | Path | str, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[Warehouse]:
     """Read-only and without external access, so no statement can write or read another file.
-    The loader never opens this file (it publishes copies to it), so neither blocks the other."""
-    location = where if isinstance(where, Location) else Location(where)
+    The loader never opens this file (it publishes copies to it), so neither blocks the other.
+    A PostgreSQL URI (`resolve_db`) opens that database instead (query/postgres.py)."""
+    from tap_stripe_dd.query.postgres import is_postgres, open_postgres  # which imports this
+
+    if is_postgres(where):
+        with open_postgres(str(where)) as warehouse:
+            yield t.cast("Warehouse", warehouse)
+        return
+    location = where if isinstance(where, Location) else Location(Path(where))
     path = location.path
     if path.is_dir():
         raise UserError(f"{path} is a directory: --db takes the DuckDB file, e.g. {EXAMPLE}")

@@ -1,0 +1,329 @@
+"""Connect platforms: which accounts a run reads (settings, discovery, shards), and how a stream
+walks them: side by side, in turns, each account with its own rate budget and bookmark.
+
+One account's speed is capped by Stripe's per-account rate limit, so a platform's accounts are
+read concurrently (`account_concurrency` of them per stream), each account's window by `Walk`s
+of its own (fetching.py). When more accounts wait than run, an account's walk covers a turn, a
+part of its window sized to about `TURN_PAGES` pages, and then goes to the back of the queue, so
+that no account waits for the whole history of another. A turn ends on a completed bookmark:
+nothing is read twice. Memory is bounded by the accounts in flight, not by the accounts listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import typing as t
+from collections import deque
+from contextlib import closing
+from dataclasses import dataclass, field
+
+from singer_sdk import typing as th
+
+from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.fetching import Channel, Page, PageRequest, Walk
+from tap_stripe_dd.ratelimit import RateLimiter
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tap_stripe_dd.client import StripeStream
+
+LOGGER = logging.getLogger("tap-stripe-dd")
+SHARD = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
+ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
+LISTED = re.compile(r"^(all|acct_[A-Za-z0-9]+(,acct_[A-Za-z0-9]+)*)$")
+# Statuses that mean "this key may not act as this account (any more)": the account is named,
+# the others go on.
+ACCOUNT_REFUSED = (401, 403, 404)
+#: A turn of an account's walk reads about this many pages per stream before others get theirs.
+TURN_PAGES = 50
+#: STATE messages hold every partition: with many accounts, at most one per stream this often
+#: (seconds per 100 accounts, at least one second). A kill re-reads what was not confirmed.
+STATE_SECONDS_PER_100_ACCOUNTS = 1.0
+EX_PARTIAL = 3
+
+SETTINGS = (
+    th.Property(
+        "account_ids",
+        # "all", ids separated by commas (an environment variable), or a list: `pattern` binds
+        # strings only, `items` arrays only.
+        th.CustomType(
+            {"type": ["string", "array"], "pattern": LISTED.pattern, "items": {"type": "string"}}
+        ),
+        description="Connected accounts to read (acct_…, a list or separated by commas), or "
+        '"all": every account that GET /v1/accounts lists, discovered at each run. Each '
+        "(stream, account) keeps its own bookmark; every row gets `account_id`.",
+    ),
+    th.Property(
+        "include_platform",
+        th.BooleanType,
+        default=True,
+        description="With account_ids: read the platform's own data too.",
+    ),
+    th.Property(
+        "account_shard",
+        th.StringType,
+        description='"k/K": read only the accounts whose stable hash falls in shard k of K '
+        "(K runs, each with its own state id, cover every account once).",
+    ),
+    th.Property(
+        "account_errors",
+        th.StringType(allowed_values=["fail", "skip"]),
+        default="fail",
+        description="An account that refuses access (401/403/404) is named in one line and "
+        "the others finish; `fail` then exits with code 3 (partial), `skip` with 0.",
+    ),
+    th.Property(
+        "account_concurrency",
+        th.IntegerType(minimum=1, maximum=256),
+        default=10,
+        description="Accounts read side by side per stream.",
+    ),
+    th.Property(
+        "rate_limit_scope",
+        th.StringType(allowed_values=["account", "platform"]),
+        default="account",
+        description="`account`: each account has its own rate budget (Stripe counts per "
+        "account); `platform`: all accounts share one (a platform throttled as a whole).",
+    ),
+)
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    match = SHARD.match(value)
+    if not match or int(match[1]) > int(match[2]):
+        msg = f"account_shard {value!r} must be k/K with 1 <= k <= K, e.g. 2/3"
+        raise ValueError(msg)
+    return int(match[1]), int(match[2])
+
+
+def shard_of(account_id: str, shards: int) -> int:
+    """The shard (1..shards) of an account: a hash of its id, the same on every machine."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shards + 1
+
+
+def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    errors = []
+    ids = config.get("account_ids")
+    if ids is not None and config.get("account_id"):
+        errors.append("set account_id (one account) or account_ids (many), not both")
+    if isinstance(ids, list):
+        bad = [str(i) for i in ids if not ACCOUNT.match(str(i))]
+        if bad:
+            errors.append(f"account_ids must look like acct_…: {', '.join(bad[:3])}")
+    if shard := config.get("account_shard"):
+        try:
+            parse_shard(str(shard))
+        except ValueError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+@dataclass
+class Account:
+    """One account a run reads: its id, whether requests name it (`Stripe-Account`), and the
+    rate budget its requests draw from."""
+
+    id: str
+    connected: bool
+    limiter: RateLimiter
+
+
+class AccountEndpoint:
+    """A stream's endpoint as one account sees it: what a `Walk` fetches through."""
+
+    def __init__(self, stream: StripeStream, account: Account) -> None:
+        self.stream = stream
+        self.account = account
+
+    def fetch_page(self, request: PageRequest) -> Page:
+        return self.stream.fetch_page(request, self.account)
+
+    def saturated(self) -> bool:
+        return self.account.limiter.saturated(self.stream.path)
+
+
+class PartialSync(UserError):
+    exit_code = EX_PARTIAL
+
+
+@dataclass
+class Directory:
+    """The run's accounts, found once (before the streams start, or when a stream synced on
+    its own first asks), and those that refused."""
+
+    config: t.Mapping[str, t.Any]
+    new_limiter: Callable[[], RateLimiter]
+    lookup: Callable[[], AccountLookup]
+    refused: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _accounts: list[Account] | None = None
+    _shared: RateLimiter | None = None
+    #: The budget of the key's own account (or `account_id`'s): its lookups, the run's clock
+    #: and the change feed draw from it too.
+    platform_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.platform_limiter = self.limiter()
+
+    @property
+    def accounts(self) -> list[Account]:
+        with self.lock:
+            if self._accounts is None:
+                self._accounts = self._resolve(self.lookup())
+            return self._accounts
+
+    @property
+    def partitioned(self) -> bool:
+        """With `account_ids`, every (stream, account) is a partition of its own in the state."""
+        return self.config.get("account_ids") is not None
+
+    @property
+    def state_seconds(self) -> float:
+        if not self.partitioned:
+            return 0.0
+        return max(1.0, STATE_SECONDS_PER_100_ACCOUNTS * len(self.accounts) / 100)
+
+    def limiter(self) -> RateLimiter:
+        if self.config.get("rate_limit_scope") == "platform":
+            if self._shared is None:
+                self._shared = self.new_limiter()
+            return self._shared
+        return self.new_limiter()
+
+    def _resolve(self, lookup: AccountLookup) -> list[Account]:
+        """The platform (from GET /v1/account) unless excluded, then the connected accounts
+        listed or discovered; only this run's shard of them."""
+        config = self.config
+        if account := config.get("account_id"):
+            return [Account(str(account), True, self.platform_limiter)]
+        platform_limiter = self.platform_limiter
+        platform = lookup.platform_id(platform_limiter)
+        accounts = []
+        ids = config.get("account_ids")
+        if ids is None or config.get("include_platform", True):
+            accounts.append(Account(platform, False, platform_limiter))
+        if ids == "all":
+            ids = lookup.connected_ids(platform_limiter)
+        elif isinstance(ids, str):
+            ids = ids.split(",")
+        seen = {platform}
+        for account in ids or ():
+            if account not in seen:
+                seen.add(account)
+                accounts.append(Account(account, True, self.limiter()))
+        if shard := config.get("account_shard"):
+            k, shards = parse_shard(str(shard))
+            accounts = [a for a in accounts if shard_of(a.id, shards) == k]
+        return accounts
+
+    def refuse(self, account: Account, reason: str) -> None:
+        self.refused.setdefault(account.id, reason)  # one thread at a time: the SDK's lock
+
+    def finish(self) -> None:
+        """After every stream: one line naming the accounts that refused, if any."""
+        if not self.refused:
+            return
+        named = "; ".join(f"{a} ({reason})" for a, reason in sorted(self.refused.items()))
+        line = (
+            f"{len(self.refused)} of {len(self.accounts)} accounts refused access and were "
+            f"skipped, their state kept: {named}"
+        )
+        if self.config.get("account_errors", "fail") == "skip":
+            LOGGER.warning(line)
+            return
+        raise PartialSync(f"partial sync: {line}")
+
+
+class AccountLookup(t.Protocol):
+    def platform_id(self, limiter: RateLimiter) -> str: ...
+
+    def connected_ids(self, limiter: RateLimiter) -> list[str]: ...
+
+
+@dataclass
+class Turn:
+    account: Account
+    start: int
+    end: int
+    span: int
+
+
+class AccountWalks:
+    """One stream over the run's accounts: `run()` yields `(kind, account, payload)` with the
+    kinds of `Walk.run()` (`records`, `bookmark`), from up to `in_flight` accounts at once."""
+
+    def __init__(
+        self,
+        stream: StripeStream,
+        windows: list[tuple[Account, int, int]],
+        *,
+        in_flight: int,
+        directory: Directory,
+        walk: Callable[[AccountEndpoint, int, int], Walk],
+        wait: Callable[..., t.Any],
+    ) -> None:
+        self.stream = stream
+        self.directory = directory
+        self.in_flight = in_flight
+        self.walk = walk
+        self.wait = wait
+        self.waiting = deque(
+            Turn(account, start, end, max(1, (end - start) // 4))
+            for account, start, end in windows
+            if start < end
+        )
+
+    def run(self) -> Iterator[tuple[str, Account, t.Any]]:
+        channel = Channel(size=2 * self.in_flight)
+        running = 0
+        try:
+            while self.waiting or running:
+                while self.waiting and running < self.in_flight:
+                    turn = self.waiting.popleft()
+                    if turn.account.id in self.directory.refused:
+                        continue
+                    # Nobody else waits: the account's whole window in one turn.
+                    end = turn.end if not self.waiting else min(turn.end, turn.start + turn.span)
+                    threading.Thread(
+                        target=self._drive, args=(turn, end, channel), daemon=True
+                    ).start()
+                    running += 1
+                kind, turn, payload = self.wait(channel.queue)
+                if kind in ("records", "bookmark"):
+                    yield kind, turn.account, payload
+                    continue
+                running -= 1
+                if kind == "error":
+                    self._refused_or_raise(turn.account, payload)
+                elif kind == "turn" and payload[0] < turn.end:
+                    end, pages = payload
+                    span = (end - turn.start) * TURN_PAGES // max(1, pages)
+                    self.waiting.append(Turn(turn.account, end, turn.end, max(1, span)))
+        finally:
+            channel.closed.set()
+
+    def _drive(self, turn: Turn, end: int, channel: Channel) -> None:
+        """One account's turn: `[turn.start, end)` through a walk of its own."""
+        pages = 0
+        try:
+            endpoint = AccountEndpoint(self.stream, turn.account)
+            with closing(self.walk(endpoint, turn.start, end).run()) as events:
+                for kind, payload in events:
+                    pages += kind == "records"
+                    if not channel.send((kind, turn, payload)):
+                        return
+            channel.send(("turn", turn, (end, pages)))
+        except Exception as exc:  # handed to the stream's thread, which decides
+            channel.send(("error", turn, exc))
+
+    def _refused_or_raise(self, account: Account, error: Exception) -> None:
+        status = getattr(error, "status", None)
+        if self.directory.partitioned and account.connected and status in ACCOUNT_REFUSED:
+            self.directory.refuse(account, f"HTTP {status}")
+            return
+        raise error
