@@ -6,7 +6,9 @@ read concurrently (`account_concurrency` of them per stream), each account's win
 of its own (fetching.py). When more accounts wait than run, an account's walk covers a turn, a
 part of its window sized to about `TURN_PAGES` pages, and then goes to the back of the queue, so
 that no account waits for the whole history of another. A turn ends on a completed bookmark:
-nothing is read twice. Memory is bounded by the accounts in flight, not by the accounts listed.
+nothing is read twice. Once an account's window is read, its last turn runs what follows the
+scan (the change feed's sweep of that account, changes.py), so every account's change cursor
+moves in every run. Memory is bounded by the accounts in flight, not by the accounts listed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import typing as t
 from collections import deque
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from singer_sdk import typing as th
 
@@ -163,12 +165,17 @@ class Directory:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _accounts: list[Account] | None = None
     _shared: RateLimiter | None = None
-    #: The budget of the key's own account (or `account_id`'s): its lookups, the run's clock
-    #: and the change feed draw from it too.
-    platform_limiter: RateLimiter = field(init=False)
+    #: The key's own account (or `account_id`'s), known before any lookup: the lookups and
+    #: the run's clock are its requests, and its budget is the platform's.
+    home: Account = field(init=False)
 
     def __post_init__(self) -> None:
-        self.platform_limiter = self.limiter()
+        account = self.config.get("account_id")
+        self.home = Account(str(account or ""), bool(account), self.limiter())
+
+    @property
+    def platform_limiter(self) -> RateLimiter:
+        return self.home.limiter
 
     @property
     def accounts(self) -> list[Account]:
@@ -199,8 +206,8 @@ class Directory:
         """The platform (from GET /v1/account) unless excluded, then the connected accounts
         listed or discovered; only this run's shard of them."""
         config = self.config
-        if account := config.get("account_id"):
-            return [Account(str(account), True, self.platform_limiter)]
+        if config.get("account_id"):
+            return [self.home]
         platform_limiter = self.platform_limiter
         platform = lookup.platform_id(platform_limiter)
         accounts = []
@@ -251,11 +258,20 @@ class Turn:
     start: int
     end: int
     span: int
+    #: The account's window is read: this turn runs what follows the scan (`after`).
+    last: bool = False
+
+
+#: What runs for an account once its window `[start, end)` is read: `(kind, payload)` items.
+After = t.Callable[[Account, int, int], t.Iterator[tuple[str, t.Any]]]
+#: The messages of a turn's thread to the stream's: not handed on.
+CONTROL = ("turn", "done", "error")
 
 
 class AccountWalks:
     """One stream over the run's accounts: `run()` yields `(kind, account, payload)` with the
-    kinds of `Walk.run()` (`records`, `bookmark`), from up to `in_flight` accounts at once."""
+    kinds of `Walk.run()` (`records`, `bookmark`) and of `after`, from up to `in_flight`
+    accounts at once."""
 
     def __init__(
         self,
@@ -266,16 +282,19 @@ class AccountWalks:
         directory: Directory,
         walk: Callable[[AccountEndpoint, int, int], Walk],
         wait: Callable[..., t.Any],
+        after: After | None = None,
     ) -> None:
         self.stream = stream
         self.directory = directory
         self.in_flight = in_flight
         self.walk = walk
         self.wait = wait
+        self.after = after
+        self.windows = {account.id: (start, end) for account, start, end in windows}
         self.waiting = deque(
-            Turn(account, start, end, max(1, (end - start) // 4))
+            Turn(account, start, end, max(1, (end - start) // 4), last=start >= end)
             for account, start, end in windows
-            if start < end
+            if start < end or after is not None
         )
 
     def run(self) -> Iterator[tuple[str, Account, t.Any]]:
@@ -294,7 +313,7 @@ class AccountWalks:
                     ).start()
                     running += 1
                 kind, turn, payload = self.wait(channel.queue)
-                if kind in ("records", "bookmark"):
+                if kind not in CONTROL:
                     yield kind, turn.account, payload
                     continue
                 running -= 1
@@ -304,20 +323,28 @@ class AccountWalks:
                     end, pages = payload
                     span = (end - turn.start) * TURN_PAGES // max(1, pages)
                     self.waiting.append(Turn(turn.account, end, turn.end, max(1, span)))
+                elif kind == "turn" and self.after is not None:
+                    self.waiting.append(replace(turn, last=True))
         finally:
             channel.closed.set()
 
     def _drive(self, turn: Turn, end: int, channel: Channel) -> None:
-        """One account's turn: `[turn.start, end)` through a walk of its own."""
+        """One account's turn: `[turn.start, end)` through a walk of its own, or its last
+        turn's `after`."""
         pages = 0
         try:
-            endpoint = AccountEndpoint(self.stream, turn.account)
-            with closing(self.walk(endpoint, turn.start, end).run()) as events:
+            if turn.last and self.after is not None:  # last turns are made only with it
+                events = self.after(turn.account, *self.windows[turn.account.id])
+            else:
+                events = self.walk(
+                    AccountEndpoint(self.stream, turn.account), turn.start, end
+                ).run()
+            with closing(events):
                 for kind, payload in events:
                     pages += kind == "records"
                     if not channel.send((kind, turn, payload)):
                         return
-            channel.send(("turn", turn, (end, pages)))
+            channel.send(("done", turn, None) if turn.last else ("turn", turn, (end, pages)))
         except Exception as exc:  # handed to the stream's thread, which decides
             channel.send(("error", turn, exc))
 

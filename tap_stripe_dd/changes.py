@@ -2,8 +2,9 @@
 payouts paid, customers renamed or deleted), read from Stripe's events, so that after every
 sync each table equals what its list endpoint returns at the pinned `Stripe-Version`.
 
-A run of a stream (`TrackedStream`) is its created scan (client.py, fetching.py), then its
-change sweep (`ChangeFeed`):
+A run of a stream (`TrackedStream`) is, for each account it reads, its created scan
+(client.py, fetching.py, accounts.py), then that account's change sweep (`ChangeFeed`), run as
+the account's last turn, side by side with other accounts' scans and sweeps:
 
 - **Clock.** The run's now is Stripe's (`StripeStream.stripe_clock`: the `Date` header of the
   run's first response), so a machine clock that is off moves no cursor past Stripe's time.
@@ -27,11 +28,11 @@ change sweep (`ChangeFeed`):
   pending and what came after it, a few days of history at 100 a request, never all of it.
   Re-reading the pending ones by id would cost a request each, a hundred times more.
 
-State, per stream and account: the entry the SDK keeps for the stream, or for a partition
-(`bookmarks.<stream>.partitions[] = {context: {account_id}, ...}`, the many-accounts issue:
-the stream-level entry is then the key's own account, so nothing migrates) holds the created
-bookmark (`replication_key_value`) and `changes_swept_to`: every event created before it is
-in the warehouse. It moves only after the sweep's rows (and batch files) have gone out, so a
+State, per stream and account: the entry the SDK keeps for the stream, or with `account_ids`
+for a partition (`bookmarks.<stream>.partitions[] = {context: {account_id}, ...}`; the
+platform's takes a one-account entry's cursors over) holds the created bookmark
+(`replication_key_value`) and `changes_swept_to`: every event of that account created before
+it is in the warehouse. It moves only after the sweep's rows (and batch files) have gone out, so a
 run killed at any point sweeps again from the same place. A first run records its start there
 before it loads anything, so changes to what it loads are swept by the next run, however it
 ends; an old created-only entry takes its created bookmark (the previous run's start).
@@ -118,51 +119,58 @@ class TrackedStream(StripeStream):
     #: Whether objects change with no event (`status` pending until `available_on`).
     changes_unannounced: t.ClassVar[bool] = False
 
+    carried_state = (*StripeStream.carried_state, SWEPT, PENDING)
+
     def sync_window(self, state: dict | None = None) -> tuple[int, int]:
-        self._plan_sweep()
-        start, end = super().sync_window(state)
+        """Before anything is written (state None: the run's check), each account's sweep is
+        planned: a gap past the 30 days is resolved or stops the run now."""
         if state is None:
-            start = self._pending_start(start)
-        return start, max(start, end)
+            self.stripe_clock()  # first: the run's first request proves the key may read events
+            for account in self._tap.directory.accounts:
+                self._plan_sweep(account)
+        return super().sync_window(state)
 
     def account_window(self, account: Account) -> tuple[int, int]:
-        """The change feed's account scans again from its oldest pending object too."""
+        """An account's scan starts again at its oldest pending object too."""
         start, end = super().account_window(account)
-        if account is self.feed_account:
-            start = self._pending_start(start)
+        pending = self.account_state(account).get(PENDING) if self.changes_unannounced else None
+        if pending:
+            start = min(start, self._state_time(PENDING, pending, account))
         return start, max(start, end)
 
-    def _pending_start(self, start: int) -> int:
-        if self.changes_unannounced and (pending := self.stream_state.get(PENDING)):
-            return min(start, self._state_time(PENDING, pending))
-        return start
+    def _whose(self, account: Account) -> str:
+        """The stream, and the account with `account_ids`, as messages name them."""
+        if self._tap.directory.partitioned:
+            return f"'{self.name}' of {account.id}"
+        return f"'{self.name}'"
 
-    def _state_time(self, key: str, value: object) -> int:
+    def _state_time(self, key: str, value: object, account: Account) -> int:
         try:
             moment = to_unix(str(value))
         except ValueError:
-            msg = f"the state's {key} for '{self.name}' ({value!r}) is not a date-time"
+            msg = f"the state's {key} for {self._whose(account)} ({value!r}) is not a date-time"
             raise UserError(msg) from None
         if moment > self.stripe_clock():
             msg = (
-                f"the state's {key} for stream '{self.name}' ({value}) is in the future (on "
-                "Stripe's clock); fix or remove the state before syncing"
+                f"the state's {key} for stream {self._whose(account)} ({value}) is in the "
+                "future (on Stripe's clock); fix or remove the state before syncing"
             )
             raise UserError(msg)
         return moment
 
-    def _plan_sweep(self) -> None:
-        """Where this run's sweep starts, decided once (idempotent): the state's cursor, a
-        created-only state's bookmark, or now; past the 30 days, the `events_gap` rule."""
+    def _plan_sweep(self, account: Account) -> None:
+        """Where this run's sweep of an account starts, decided once (idempotent): the state's
+        cursor, a created-only state's bookmark, or now; past the 30 days, the `events_gap`
+        rule."""
         if not self.event_types:
             return
-        entry = self.stream_state
+        entry = self.account_state(account)
         now = self.stripe_clock()
         known = entry.get(SWEPT) or entry.get("replication_key_value")
-        swept = self._state_time(SWEPT, known) if known else now
+        swept = self._state_time(SWEPT, known, account) if known else now
         oldest = now - RETENTION + GAP_MARGIN + self.events_lookback
         if swept < oldest:
-            since = f"changes to '{self.name}' were last swept at {to_rfc3339(swept)}"
+            since = f"changes to {self._whose(account)} were last swept at {to_rfc3339(swept)}"
             if self.config.get("events_gap", "resync") == "fail":
                 msg = (
                     f"{since}, and Stripe keeps events for 30 days only: what changed since "
@@ -177,10 +185,10 @@ class TrackedStream(StripeStream):
                 else ""
             )
             self.logger.warning(
-                "%s, and Stripe keeps events for 30 days only: re-reading '%s' from "
+                "%s, and Stripe keeps events for 30 days only: re-reading %s from "
                 "start_date (events_gap: resync)%s",
                 since,
-                self.name,
+                self._whose(account),
                 unseen,
             )
             entry.pop("replication_key_value", None)
@@ -191,32 +199,35 @@ class TrackedStream(StripeStream):
     def events_lookback(self) -> int:
         return int(self.config.get("events_lookback_seconds", 600))
 
-    def _walk_events(self) -> Iterator[tuple[str, Account | None, t.Any]]:
-        """The created scan of every account, then the sweep of the feed's account (its rows
-        with its `account_id`), if this run reads it."""
-        account = self.feed_account
-        if account is None:
-            yield from super()._walk_events()
-            return
-        feed = ChangeFeed(self, *self.account_window(account))
-        for kind, scanned, payload in super()._walk_events():
-            if kind == "records" and scanned is account:
-                feed.saw(payload)
-            yield kind, scanned, payload
-        for kind, payload in feed.sweep():
-            if kind == "records":
+    def _walk_events(self) -> Iterator[tuple[str, Account, t.Any]]:
+        """Each account's created scan, then its sweep (`after_scan`, in the account's last
+        turn); the oldest pending object of each scan is noted as its pages go by."""
+        self._pending_seen: dict[str, int] = {}
+        for kind, account, payload in super()._walk_events():
+            if kind == "records" and self.changes_unannounced:
                 for record in payload:
-                    record["account_id"] = account.id
-            yield kind, None, payload
+                    if record.get("status") == "pending":
+                        seen = self._pending_seen.get(account.id, record["created"])
+                        self._pending_seen[account.id] = min(seen, record["created"])
+            yield kind, account, payload
+
+    def after_scan(  # type: ignore[override]
+        self, account: Account, scan_from: int, scan_to: int
+    ) -> Iterator[tuple[str, t.Any]]:
+        """An account's sweep, once its scan of `[scan_from, scan_to)` is read (and noted)."""
+        pending_from = self._pending_seen.get(account.id, scan_to)
+        return ChangeFeed(self, account, scan_from, min(pending_from, scan_to)).sweep()
 
 
 class EventsEndpoint:
-    """`/v1/events` of one stream's event types, as a `Walk` pages a list endpoint."""
+    """`/v1/events` of one stream's event types, as an account sees them, as a `Walk` pages
+    a list endpoint."""
 
     BUCKET = "/events"
 
-    def __init__(self, stream: TrackedStream) -> None:
+    def __init__(self, stream: TrackedStream, account: Account) -> None:
         self.stream = stream
+        self.account = account
 
     def fetch_page(self, request: PageRequest) -> Page:
         params: dict[str, t.Any] = {
@@ -227,30 +238,27 @@ class EventsEndpoint:
         }
         if request.after:
             params["starting_after"] = request.after
-        body = self.stream.body(self.stream.get(self.BUCKET, params, self.BUCKET))
+        body = self.stream.body(self.stream.get(self.BUCKET, params, self.BUCKET, self.account))
         if problem := page_problem(body, request):
             msg = f"GET /events: Stripe sent a list page that breaks its contract: {problem}"
             raise UserError(msg)
         return Page(body["data"], body["has_more"])
 
     def saturated(self) -> bool:
-        return self.stream._tap.directory.platform_limiter.saturated(self.BUCKET)
+        return self.account.limiter.saturated(self.BUCKET)
 
 
 class ChangeFeed:
-    """One run's sweep of one stream, after its created scan of `[scan_from, scan_to)`."""
+    """One run's sweep of one stream and account, after its created scan of
+    `[scan_from, ...)`, whose oldest object still pending was created at `pending_from`."""
 
-    def __init__(self, stream: TrackedStream, scan_from: int, scan_to: int) -> None:
+    def __init__(
+        self, stream: TrackedStream, account: Account, scan_from: int, pending_from: int
+    ) -> None:
         self.stream = stream
+        self.account = account
         self.scan_from = scan_from
-        self.pending_from = scan_to  # the oldest still pending of the scan
-
-    def saw(self, records: list[dict]) -> None:
-        """A page of the created scan (raw objects, `created` still Unix seconds)."""
-        if self.stream.changes_unannounced:
-            for record in records:
-                if record.get("status") == "pending" and record["created"] < self.pending_from:
-                    self.pending_from = record["created"]
+        self.pending_from = pending_from
 
     def sweep(self) -> Iterator[tuple[str, t.Any]]:
         """The re-read objects and deletions (`records`), then the cursors (`state`)."""
@@ -260,7 +268,8 @@ class ChangeFeed:
         if not stream.event_types:
             return
         now = stream.stripe_clock()
-        changes = self.changes(to_unix(stream.stream_state[SWEPT]) - stream.events_lookback, now)
+        swept = to_unix(stream.account_state(self.account)[SWEPT])
+        changes = self.changes(swept - stream.events_lookback, now)
         config = stream.config
         low = to_unix(config["start_date"]) if config.get("start_date") else STRIPE_EPOCH
         high = to_unix(config["end_date"]) if config.get("end_date") else now + 1
@@ -281,7 +290,7 @@ class ChangeFeed:
         yield from self.reread(stale, now, (low, high))
         stream.logger.info(
             "%s: %d changed and %d deleted object(s) since the last sweep, %d re-read",
-            stream.name,
+            stream._whose(self.account),
             len(changes) - len(deletions),
             len(deletions),
             len(stale),
@@ -292,7 +301,7 @@ class ChangeFeed:
         """The sweep's events, routed by their object's type, one change per object."""
         stream = self.stream
         walk = Walk(
-            EventsEndpoint(stream),
+            EventsEndpoint(stream, self.account),
             gte,
             max(gte, lt),
             slice_seconds=RETENTION,
@@ -343,7 +352,7 @@ class ChangeFeed:
 
         def fetch(object_id: str) -> None:
             try:
-                response = stream.get(f"{path}/{object_id}", {}, path)
+                response = stream.get(f"{path}/{object_id}", {}, path, self.account)
                 answers.put(("object", stream.body(response)))
             except Exception as exc:  # handed to the stream's thread, which raises it
                 answers.put(("error", exc))

@@ -29,7 +29,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.schema.source import SchemaDirectory
 
-from tap_stripe_dd.accounts import Account, AccountEndpoint, AccountWalks
+from tap_stripe_dd.accounts import Account, AccountEndpoint, AccountWalks, After
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
 from tap_stripe_dd.records import (
@@ -221,15 +221,18 @@ class StripeStream(RESTStream[str | None]):
     def get_json(
         self, url: str, params: dict, account: Account, request: PageRequest | None = None
     ) -> dict:
-        """The decoded body of a GET, as `account` (`Stripe-Account` for a connected one); of
-        the page `request` asks for, if given."""
+        """The decoded body of a GET, as `account`; of the page `request` asks for, if given."""
+        prepared = self.build_prepared_request(
+            method="GET", url=url, params=params, headers=self.headers_as(account)
+        )
+        return self._get_with_retries(prepared, account.limiter, request)
+
+    def headers_as(self, account: Account) -> dict:
+        """This stream's headers, and `Stripe-Account` for a connected account."""
         headers = self.http_headers
         if account.connected:
             headers["Stripe-Account"] = account.id
-        prepared = self.build_prepared_request(
-            method="GET", url=url, params=params, headers=headers
-        )
-        return self._get_with_retries(prepared, account.limiter, request)
+        return headers
 
     @cached_property
     def _get_with_retries(self) -> t.Callable[..., dict]:
@@ -261,15 +264,15 @@ class StripeStream(RESTStream[str | None]):
 
     # Other endpoints for the change feed (changes.py): events, an object by id, the clock.
 
-    def get(self, path: str, params: dict, bucket: str) -> requests.Response:
-        """`GET /v1<path>` as the key's own account (or `account_id`'s), with this stream's
-        headers, retries and error translation, rate limited in that account's per-endpoint
-        `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
-        headers = self.http_headers
-        if account := self.config.get("account_id"):
-            headers["Stripe-Account"] = str(account)
+    def get(
+        self, path: str, params: dict, bucket: str, account: Account | None = None
+    ) -> requests.Response:
+        """`GET /v1<path>` as `account` (default: the key's own, or `account_id`'s), with this
+        stream's headers, retries and error translation, rate limited in that account's
+        per-endpoint `bucket` (Stripe counts `/charges/{id}` as `/charges`)."""
+        account = account or self._tap.directory.home
         prepared = self.build_prepared_request(
-            method="GET", url=self.url_base + path, params=params, headers=headers
+            method="GET", url=self.url_base + path, params=params, headers=self.headers_as(account)
         )
         decorated = self._decorated_gets.get(bucket)
         if decorated is None:
@@ -277,7 +280,7 @@ class StripeStream(RESTStream[str | None]):
                 bucket,
                 self.request_decorator(lambda prepared, *_: self._request(prepared, None), bucket),
             )
-        return decorated(prepared, self._tap.directory.platform_limiter)
+        return decorated(prepared, account.limiter)
 
     @cached_property
     def _decorated_gets(self) -> dict[str, t.Callable]:
@@ -485,6 +488,10 @@ class StripeStream(RESTStream[str | None]):
         `bookmarks.<stream>.partitions[]` with context `{"account_id": …}`."""
         return None
 
+    #: An account's state keys, which a one-account state (before `account_ids`) hands on to
+    #: the platform's partition.
+    carried_state: t.ClassVar[tuple[str, ...]] = ("replication_key", "replication_key_value")
+
     def account_state(self, account: Account) -> dict:
         """The state an account's bookmark lives in: its partition with `account_ids`, else
         the stream's own."""
@@ -494,22 +501,11 @@ class StripeStream(RESTStream[str | None]):
         state = cache.get(account.id)
         if state is None:
             state = cache[account.id] = self.get_context_state({"account_id": account.id})
-            mark = self.stream_state.get("replication_key_value")
-            if mark and not account.connected and "replication_key_value" not in state:
-                # A one-account state (before `account_ids`): the platform's bookmark goes on.
-                state.update(replication_key=self.replication_key, replication_key_value=mark)
+            if not account.connected:  # the platform's goes on from a one-account state
+                for key in self.carried_state:
+                    if key in self.stream_state and key not in state:
+                        state[key] = self.stream_state[key]
         return state
-
-    @cached_property
-    def feed_account(self) -> Account | None:
-        """The account the change feed (changes.py, stream-level state) sweeps: the key's own
-        or `account_id`'s; with `account_ids`, the platform if this run reads it. Connected
-        accounts listed in `account_ids` are not swept (the tap says so once per run)."""
-        directory = self._tap.directory
-        for account in directory.accounts:
-            if not account.connected or not directory.partitioned:
-                return account
-        return None
 
     def account_window(self, account: Account) -> tuple[int, int]:
         """The `created` range this run covers for one account."""
@@ -561,9 +557,13 @@ class StripeStream(RESTStream[str | None]):
             concurrency=self.concurrency,
         )
 
+    #: What runs for an account once its window is read (the change feed's sweep, changes.py).
+    after_scan: After | None = None
+
     def _walk_events(self) -> Iterator[tuple[str, Account, t.Any]]:
-        """The pages (`records`, each record with its `account_id`) of every account, and
-        each bookmark an account's walk allows that is past its state's."""
+        """The pages (`records`, each record with its `account_id`) of every account, each
+        bookmark an account's walk allows that is past its state's, and what `after_scan`
+        yields for an account once its window is read."""
         directory = self._tap.directory
         windows = [(account, *self.account_window(account)) for account in directory.accounts]
         live: list[Walk] = []  # the accounts' walks, for the slices left
@@ -579,6 +579,7 @@ class StripeStream(RESTStream[str | None]):
             directory=directory,
             walk=walk,
             wait=self._tap.wait_for,
+            after=self.after_scan,
         )
         progress = self._tap.progress
         for kind, account, payload in walks.run():
@@ -664,17 +665,17 @@ class StripeStream(RESTStream[str | None]):
         return row
 
     def _write_progress(
-        self, kind: str, account: Account | None, payload: t.Any, bookmarks: Bookmarks
+        self, kind: str, account: Account, payload: t.Any, bookmarks: Bookmarks
     ) -> None:
         """After the records it covers: an account's `bookmark` (everything it created before
-        `payload` has been written), sent when due (`Bookmarks`), or the change feed's `state`
-        (its cursors, changes.py), sent at once with the bookmarks pending; say so."""
-        if kind == "bookmark" and account is not None:
+        `payload` has been written), sent when due (`Bookmarks`), or the account's change feed
+        `state` (its cursors, changes.py), sent at once with the bookmarks pending."""
+        if kind == "bookmark":
             bookmarks.add(account, payload)
             if bookmarks.due():
                 bookmarks.write()
         else:
-            self.stream_state.update(payload)
+            self.account_state(account).update(payload)
             bookmarks.write(force=True)
 
 

@@ -28,7 +28,7 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, Retriabl
 from singer_sdk.singerlib import Message, RecordMessage
 
 from tap_stripe_dd.accounts import SETTINGS as ACCOUNT_SETTINGS
-from tap_stripe_dd.accounts import Account, Directory
+from tap_stripe_dd.accounts import Directory
 from tap_stripe_dd.accounts import setting_errors as account_setting_errors
 from tap_stripe_dd.batches import BatchRun, batch_config_errors
 from tap_stripe_dd.client import (
@@ -308,8 +308,6 @@ class TapStripe(Tap):
                 stream.sync_window()
             self._reset_state_progress_markers()
             self._set_compatible_replication_methods()
-            if streams:
-                self._warn_unswept(self.directory.accounts)  # found before any stream starts
             if self.state:
                 self._state_writer.write_state(self.state)
             with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
@@ -331,22 +329,6 @@ class TapStripe(Tap):
         for stream in streams:
             stream.log_sync_costs()
         self.directory.finish()
-
-    def _warn_unswept(self, accounts: list[Account]) -> None:
-        """The change feed keeps one cursor per stream (changes.py): with `account_ids`, it
-        sweeps the platform only; said once per run, not silently skipped."""
-        if not self.directory.partitioned:
-            return
-        connected = sum(account.connected for account in accounts)
-        if connected:
-            platform = any(not account.connected for account in accounts)
-            self.logger.warning(
-                "%d connected account(s) in this run: changes and deletions after their "
-                "objects were first synced are not swept (the change feed covers %s); "
-                "their rows keep the values read at creation",
-                connected,
-                "the platform only" if platform else "no account: include_platform is false",
-            )
 
     def _setup_signal_handlers(self) -> None:
         """SIGINT and SIGTERM stop the run (see signals.py), not the SDK's sync to the end."""

@@ -265,22 +265,3 @@ def test_killed_mid_run_then_resumed_nothing_lost_nothing_invented(emulators, tm
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     both = set(rows(killed)) | set(rows(resumed))
     assert both == set(truth(emulator)), "nothing lost, nothing invented"
-
-
-@pytest.mark.parametrize(
-    ("include_platform", "covers", "sweeps"),
-    [(True, "the platform only", True), (False, "no account: include_platform is false", False)],
-)
-def test_with_connected_accounts_the_change_feed_says_once_what_it_sweeps(
-    emulator, run_tap, include_platform, covers, sweeps
-):
-    """The change feed keeps one cursor per stream: with connected accounts it sweeps the
-    platform only (its events, as the platform), and one warning line says so, not silence."""
-    run = run_tap(tap_config(emulator, account_ids="all", include_platform=include_platform))
-    assert run.returncode == 0, run.stderr[-2000:]
-    said = [line for line in run.stderr.splitlines() if "are not swept" in line]
-    assert len(said) == 1, said
-    assert f"the change feed covers {covers}" in said[0]
-    swept = [e for e in emulator.request_log if e.path == "/v1/events" and "types[]" in e.params]
-    assert bool(swept) == sweeps
-    assert all(e.account is None for e in swept)

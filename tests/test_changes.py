@@ -27,7 +27,7 @@ from conftest import (
     remove_files,
     tap_config,
 )
-from tap_stripe_dd.changes import DELETED_AT, DELETION_COLUMNS, RETENTION
+from tap_stripe_dd.changes import DELETED_AT, DELETION_COLUMNS, RETENTION, SWEPT
 from tap_stripe_dd.client import apply_plan, datetime_plan, schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.emulator.protocol import StripeError
@@ -52,9 +52,10 @@ PLANS = plans()
 
 
 class Model:
-    """The warehouse as the loader builds it from a tap's output: one row per id, a later
-    record replacing the row, a deletion's record replacing only the columns it carries. A
-    killed run's records after its last STATE may be lost, and are (the worst case)."""
+    """The warehouse as the loader builds it from a tap's output: one row per id (Stripe's
+    ids are unique across accounts), a later record replacing the row, a deletion's record
+    replacing only the columns it carries. A killed run's records after its last STATE may
+    be lost, and are (the worst case)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, dict]] = {stream: {} for stream in STREAMS}
@@ -74,22 +75,25 @@ class Model:
             elif message["type"] == "STATE":
                 self.state = message["value"]
 
-    def differences(self, emulator: StripeEmulator) -> list[str]:
-        """Every way the tables differ from the truth: ids, and each field of each object.
-        A run covers what was created before the second it started: objects created in that
-        very second (the frozen clock's now) are the next run's."""
+    def differences(self, emulator: StripeEmulator, accounts: tuple[str, ...] = ()) -> list[str]:
+        """Every way the tables differ from the truth (the platform's, and `accounts`'): ids,
+        and each field of each object. A run covers what was created before the second it
+        started: objects created in that very second (the frozen clock's now) are the next
+        run's."""
         found = []
         now = int(emulator.now())
         for stream in STREAMS:
             table = self.rows[stream]
-            truth, young = {}, set()
-            for obj in emulator.current(stream):
-                if obj["created"] >= now:
-                    young.add(obj["id"])
-                    continue
-                apply_plan(obj, PLANS[stream])
-                obj["account_id"] = emulator.platform_id  # every row names its account
-                truth[obj["id"]] = obj
+            truth, young, deleted = {}, set(), set()
+            for account in (emulator.platform_id, *accounts):
+                deleted |= set(emulator.deleted(stream, account))
+                for obj in emulator.current(stream, account):
+                    if obj["created"] >= now:
+                        young.add(obj["id"])
+                        continue
+                    apply_plan(obj, PLANS[stream])
+                    obj["account_id"] = account  # every row names its account
+                    truth[obj["id"]] = obj
             live = {
                 i: row for i, row in table.items() if not row.get(DELETED_AT) and i not in young
             }
@@ -105,9 +109,8 @@ class Model:
                         if truth[object_id].get(k) != live[object_id].get(k)
                     }
                     found.append(f"{stream}: {object_id} differs in {sorted(fields)}")
-            flagged = table.keys() - live.keys()
-            if stream == "customers" and not flagged <= set(emulator.deleted(stream)):
-                found.append(f"customers flagged but not deleted: {flagged}")
+            if not (flagged := table.keys() - live.keys() - young) <= deleted:
+                found.append(f"{stream}: flagged but not deleted: {flagged - deleted}")
         return found
 
 
@@ -174,42 +177,44 @@ def synced(
     return emulator, config, model
 
 
-def some(emulator: StripeEmulator, resource: str, rng: random.Random, test: Callable) -> str:
-    candidates = [obj["id"] for obj in emulator.current(resource)[:300] if test(obj)]
-    return rng.choice(candidates) if candidates else ""
+def writes(
+    emulator: StripeEmulator, rng: random.Random, account: str | None = None, k: int = 3
+) -> None:
+    """What a user does between syncs (`k` of these, in `account`), to objects loaded long
+    ago as well as new ones."""
 
+    def some(resource: str, test: Callable) -> str:
+        found = [o["id"] for o in emulator.current(resource, account)[:300] if test(o)]
+        return rng.choice(found) if found else ""
 
-def writes(emulator: StripeEmulator, rng: random.Random) -> None:
-    """What a user does between syncs, to objects loaded long ago as well as new ones."""
-    old_charge = emulator.current("charges")[-1]["id"]
+    def write(method: str, path: str, params: dict | None = None) -> None:
+        emulator.write(method, path, params, account=account)
+
+    old_charge = emulator.current("charges", account)[-1]["id"]
     actions = [
-        lambda: emulator.write("POST", f"/v1/charges/{old_charge}", {"description": "seen"}),
-        lambda: emulator.write(
+        lambda: write("POST", f"/v1/charges/{old_charge}", {"description": "seen"}),
+        lambda: write(
             "POST",
             "/v1/refunds",
-            {"charge": some(emulator, "charges", rng, lambda c: c["paid"] and not c["refunded"])},
+            {"charge": some("charges", lambda c: c["paid"] and not c["refunded"])},
         ),
-        lambda: emulator.write(
+        lambda: write(
             "POST",
-            f"/v1/customers/{some(emulator, 'customers', rng, lambda c: True)}",
+            f"/v1/customers/{some('customers', lambda c: True)}",
             {"name": f"Renamed {rng.randrange(1000)}"},
         ),
-        lambda: emulator.write(
-            "DELETE", f"/v1/customers/{some(emulator, 'customers', rng, lambda c: True)}"
-        ),
-        lambda: emulator.write(
-            "POST",
-            f"/v1/disputes/{some(emulator, 'disputes', rng, lambda d: 'response' in d['status'])}"
-            "/close",
+        lambda: write("DELETE", f"/v1/customers/{some('customers', lambda c: True)}"),
+        lambda: write(
+            "POST", f"/v1/disputes/{some('disputes', lambda d: 'response' in d['status'])}/close"
         ),
     ]
-    for action in rng.sample(actions, k=3):
+    for action in rng.sample(actions, k=k):
         with contextlib.suppress(StripeError):  # nothing fitting to change this round
             action()
 
 
-def changed_since(emulator: StripeEmulator, since: int) -> int:
-    return sum(1 for event in emulator.events() if event["created"] >= since)
+def changed_since(emulator: StripeEmulator, since: int, account: str | None = None) -> int:
+    return sum(1 for event in emulator.events(account) if event["created"] >= since)
 
 
 @pytest.mark.parametrize(
@@ -241,6 +246,32 @@ def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_
     deleted = [i for i, row in model.rows["customers"].items() if row.get("deleted")]
     assert deleted, "no deletion was synced"
     assert all(model.rows["customers"][i][DELETED_AT] for i in deleted)
+
+
+def test_each_connected_account_is_swept_with_its_own_cursor(emulators, tmp_path):
+    """With `account_ids`, every account's changes and deletions reach its rows (its events
+    and re-reads sent as that account), each cursor in the account's own partition."""
+    emulator, config, model = synced(
+        emulators, tmp_path, {"account_ids": "all", "max_concurrency": 2}, accounts=3
+    )
+    accounts = tuple(emulator.connected_accounts)
+    rng = random.Random(3)
+    for round_ in range(2):
+        start = int(emulator.now())
+        for account in (None, *accounts):
+            writes(emulator, rng, account, k=4)
+        emulator.advance(600)
+        assert all(changed_since(emulator, start, a) for a in (None, *accounts)), "no change"
+        emulator.clear_log()
+        assert sync(tmp_path, config, model) is not None
+        assert model.differences(emulator, accounts) == [], f"round {round_}"
+        swept = {e.account for e in emulator.request_log if e.path == "/v1/events"}
+        assert set(accounts) <= swept
+    for stream in STREAMS:
+        partitions = model.state["bookmarks"][stream]["partitions"]
+        cursors = {p["context"]["account_id"]: p.get(SWEPT) for p in partitions}
+        assert cursors.keys() == {emulator.platform_id, *accounts}
+        assert stream == "balance_transactions" or all(cursors.values()), cursors
 
 
 def test_changes_to_objects_loaded_long_ago_are_re_read_at_the_pinned_version(emulators, tmp_path):
