@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -121,6 +122,14 @@ def test_meltano_loads_postgres_exactly_with_state_in_postgres_and_the_query_too
     )
     assert samples.returncode == 0, samples.stderr
     assert samples.stdout.count("== mystripeapi /") == len(STREAMS)
+    tables = subprocess.run(
+        [str(BIN / "stripe-dd"), "tables", "--db", warehouse], capture_output=True, text=True
+    )
+    assert tables.returncode == 0, tables.stderr
+    for stream in STREAMS:
+        count = len(emulator.ids(stream))
+        # Batch files load without the SDK's metadata columns: no last sync to show.
+        assert re.search(rf"── /{stream} +{count:,} rows? +last sync", tables.stdout), tables.stdout
     for sql in ("DELETE FROM mystripeapi.charges", "SELECT 1; DROP TABLE mystripeapi.charges"):
         with pytest.raises(UserError, match=r"refused|one statement"):
             query(sql, resolve_db(warehouse), "csv", io.StringIO())

@@ -135,10 +135,9 @@ def _tables_command(args: argparse.Namespace) -> int:
 def _table_stats(wh: Warehouse, source: str, endpoint: str) -> tuple[int, str]:
     """Row count and last sync: the newest `_sdc_batched_at`, which the loader stamps per batch."""
     table = exp.table_(endpoint, db=source, quoted=True)
-    _, _, described = wh.execute(f"DESCRIBE {table.sql('duckdb')}")
-    has_batched = any(row[0] == "_sdc_batched_at" for batch in described for row in batch)
+    has_batched = "_sdc_batched_at" in wh.columns(source, endpoint)
     synced = exp.func("max", exp.column("_sdc_batched_at")) if has_batched else exp.null()
-    _, _, batches = wh.execute(exp.select("count(*)", synced).from_(table).sql("duckdb"))
+    _, _, batches = wh.execute(exp.select("count(*)", synced).from_(table).sql(wh.dialect))
     ((count, last),) = next(batches)
     when = last.strftime("%Y-%m-%d %H:%M:%S") if isinstance(last, dt.datetime) else last
     return count, "—" if when is None else str(when)
