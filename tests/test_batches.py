@@ -36,8 +36,9 @@ from conftest import (
     tap_config,
 )
 from tap_stripe_dd.batches import BatchRun, RunClaims, run_of
-from tap_stripe_dd.client import to_rfc3339, to_unix
+from tap_stripe_dd.client import to_unix
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.records import to_rfc3339
 from tap_stripe_dd.sync import BATCH_FILES
 from tap_stripe_dd.tap import TapStripe
 

@@ -28,11 +28,12 @@ from conftest import (
     tap_config,
 )
 from tap_stripe_dd.changes import DELETED_AT, DELETION_COLUMNS, RETENTION, SWEPT
-from tap_stripe_dd.client import apply_plan, datetime_plan, schemas_dir, to_unix
+from tap_stripe_dd.client import schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.emulator.protocol import StripeError
 from tap_stripe_dd.query.rewrite import to_duckdb
 from tap_stripe_dd.query.warehouse import open_warehouse
+from tap_stripe_dd.records import apply_plan, datetime_plan
 
 HOUR, DAY = 3_600, 86_400
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -46,8 +46,9 @@ from conftest import (
     tap_config,
 )
 from tap_stripe_dd.changes import PENDING
-from tap_stripe_dd.client import DAY, to_rfc3339, to_unix
+from tap_stripe_dd.client import to_unix
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.records import DAY, to_rfc3339
 
 # A key of its own, so that a leak found here is this file's and not another test's.
 KEY = "sk_test_R3liab1lityK3yN0tL3ak3dAnywh3r3"

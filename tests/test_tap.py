@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from singer_sdk.singerlib import RecordMessage
 
 from conftest import STREAMS, TEST_KEY, tap_config
-from tap_stripe_dd.client import schemas_dir, to_rfc3339, to_unix
+from tap_stripe_dd.client import schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.records import to_rfc3339
 from tap_stripe_dd.tap import StripeWriter
 
 
