@@ -16,6 +16,8 @@ import fcntl
 import gzip
 import os
 import typing as t
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 from uuid import uuid4
@@ -289,3 +291,46 @@ class RunClaims:
             else:
                 remove_run(lock, fd)
         self._locks.clear()
+
+
+class UnreadableBatch(UserError):
+    """A BATCH message or file the loader cannot read: one line, nothing loaded from it."""
+
+
+def batch_records(
+    message: dict, claims: RunClaims, loads: Callable[[bytes], t.Any]
+) -> Iterator[dict]:
+    """A BATCH message's files, read (by `loads`) as the RECORD messages they stand for, in
+    order, each deleted once read, for the loaders (loader.py, loader_postgres.py). Its records
+    were extracted by the time the file was last written."""
+    stream = message.get("stream")
+    encoding = message.get("encoding") or {}
+    if encoding.get("format") != "jsonl":
+        msg = f"stream {stream!r}: BATCH files in {encoding.get('format')!r} are not supported"
+        raise UnreadableBatch(msg)
+    for url in message.get("manifest") or []:
+        path = local_folder(str(url))
+        if path is None:
+            raise UnreadableBatch(f"stream {stream!r}: BATCH file {url} is not on this machine")
+        claims.claim(path)
+        try:
+            extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+            zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
+            with (gzip.open if zipped else open)(path, "rb") as file:
+                for number, line in enumerate(file, start=1):
+                    try:
+                        record = loads(line)
+                    except ValueError:
+                        msg = f"stream {stream!r}: BATCH file {path}, line {number}: not JSON"
+                        raise UnreadableBatch(msg) from None
+                    yield {
+                        "type": "RECORD",
+                        "stream": stream,
+                        "record": record,
+                        "time_extracted": extracted,
+                    }
+        except OSError as exc:
+            reason = exc.strerror or exc
+            msg = f"stream {stream!r}: BATCH file {path} cannot be read ({reason})"
+            raise UnreadableBatch(msg) from None
+        path.unlink(missing_ok=True)

@@ -45,7 +45,6 @@ as the `target-duckdb` loader.
 from __future__ import annotations
 
 import gc
-import gzip
 import json
 import os
 import shutil
@@ -53,7 +52,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -67,7 +65,8 @@ from target_duckdb.db_sync import (
     safe_column_name,
 )
 
-from tap_stripe_dd.batches import RunClaims, local_folder
+from tap_stripe_dd.batches import RunClaims, batch_records
+from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
 from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 
@@ -422,38 +421,6 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
     sys.exit(exit_code)
 
 
-def batch_records(message: dict, claims: RunClaims) -> Iterator[dict]:
-    """A BATCH message's files, read as the RECORD messages they stand for, in order; each file
-    is deleted once read. Its records were extracted by the time the file was last written."""
-    stream = message.get("stream")
-    encoding = message.get("encoding") or {}
-    if encoding.get("format") != "jsonl":
-        fail(f"stream {stream!r}: BATCH files in {encoding.get('format')!r} are not supported")
-    for url in message.get("manifest") or []:
-        path = local_folder(str(url))
-        if path is None:
-            fail(f"stream {stream!r}: BATCH file {url} is not on this machine")
-        claims.claim(path)
-        try:
-            extracted = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
-            zipped = encoding.get("compression") == "gzip" or path.suffix == ".gz"
-            with (gzip.open if zipped else open)(path, "rb") as file:
-                for number, line in enumerate(file, start=1):
-                    try:
-                        record = loads(line)
-                    except ValueError:
-                        fail(f"stream {stream!r}: BATCH file {path}, line {number}: not JSON")
-                    yield {
-                        "type": "RECORD",
-                        "stream": stream,
-                        "record": record,
-                        "time_extracted": extracted,
-                    }
-        except OSError as exc:
-            fail(f"stream {stream!r}: BATCH file {path} cannot be read ({exc.strerror or exc})")
-        path.unlink(missing_ok=True)
-
-
 def expand_batches(lines: Iterable[str], claims: RunClaims) -> Iterator[str | dict]:
     """Lines as they come, but a BATCH message as its records (already decoded, which the
     decoder passes through). Only a line that mentions "BATCH" is decoded here to find out."""
@@ -461,7 +428,7 @@ def expand_batches(lines: Iterable[str], claims: RunClaims) -> Iterator[str | di
         if '"BATCH"' in line:
             message = loads(line)
             if type(message) is dict and message.get("type") == "BATCH":
-                yield from batch_records(message, claims)
+                yield from batch_records(message, claims, loads)
                 continue
         yield line
 
@@ -607,6 +574,8 @@ def main() -> None:
         target_duckdb.main()
     except Stopped as stopped:
         exit_stopped("target-duckdb", stopped, "every STATE it sent is in the warehouse")
+    except UserError as exc:  # a BATCH file that cannot be read
+        fail(str(exc))
     except (duckdb.Error, OSError) as exc:  # a full disk, a read-only warehouse or folder
         fail(f"{write_error(exc)}; every STATE sent before is in the warehouse")
 

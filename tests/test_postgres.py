@@ -16,11 +16,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import BIN, STREAMS, meltano, pg_meltano_env
+from conftest import BIN, ROOT, STREAMS, meltano, pg_meltano_env
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.postgres import HOST, postgres_server
 from tap_stripe_dd.query import query
 from tap_stripe_dd.query.warehouse import resolve_db
+from tap_stripe_dd.sync import BATCH_FILES
 
 
 def listening(port: int) -> bool:
@@ -95,8 +96,12 @@ def test_meltano_loads_postgres_exactly_with_state_in_postgres_and_the_query_too
     emulator = emulators(objects=120)
     warehouse, system = pg_database("warehouse"), pg_database("meltano")
     env = pg_meltano_env(emulator, warehouse, system)
+    batches = ROOT / BATCH_FILES
+    before = set(batches.glob("*"))
     run = meltano("--environment", "dev", "run", "stripe-to-postgres", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "BATCH" in run.stderr or "batch" in run.stderr, "the tap sent no batch files"
+    assert set(batches.glob("*")) <= before, "the run's batch files (Stripe data) stayed"
     with psycopg.connect(warehouse) as conn:
         for stream in STREAMS:
             ids = [row[0] for row in conn.execute(f"SELECT id FROM mystripeapi.{stream}")]
@@ -128,8 +133,9 @@ def test_meltano_loads_postgres_exactly_with_state_in_postgres_and_the_query_too
     assert tables.returncode == 0, tables.stderr
     for stream in STREAMS:
         count = len(emulator.ids(stream))
-        # Batch files load without the SDK's metadata columns: no last sync to show.
-        assert re.search(rf"── /{stream} +{count:,} rows? +last sync", tables.stdout), tables.stdout
+        assert re.search(rf"── /{stream} +{count:,} rows? +last sync 20", tables.stdout), (
+            tables.stdout
+        )
     for sql in ("DELETE FROM mystripeapi.charges", "SELECT 1; DROP TABLE mystripeapi.charges"):
         with pytest.raises(UserError, match=r"refused|one statement"):
             query(sql, resolve_db(warehouse), "csv", io.StringIO())
