@@ -27,6 +27,7 @@ from singer_sdk import typing as th
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Channel, Page, PageRequest, Walk
 from tap_stripe_dd.ratelimit import RateLimiter
+from tap_stripe_dd.settings import choice
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -71,12 +72,11 @@ SETTINGS = (
         description='"k/K": read only the accounts whose stable hash falls in shard k of K '
         "(K runs, each with its own state id, cover every account once).",
     ),
-    th.Property(
+    choice(
         "account_errors",
-        th.StringType(allowed_values=["fail", "skip"]),
-        default="fail",
-        description="An account that refuses access (401/403/404) is named in one line and "
-        "the others finish; `fail` then exits with code 3 (partial), `skip` with 0.",
+        ("fail", "skip"),
+        "An account that refuses access (401/403/404) is named in one line and the others "
+        "finish; `fail` then exits with code 3 (partial), `skip` with 0.",
     ),
     th.Property(
         "account_concurrency",
@@ -84,12 +84,11 @@ SETTINGS = (
         default=10,
         description="Accounts read side by side per stream.",
     ),
-    th.Property(
+    choice(
         "rate_limit_scope",
-        th.StringType(allowed_values=["account", "platform"]),
-        default="account",
-        description="`account`: each account has its own rate budget (Stripe counts per "
-        "account); `platform`: all accounts share one (a platform throttled as a whole).",
+        ("account", "platform"),
+        "`account`: each account has its own rate budget (Stripe counts per account); "
+        "`platform`: all accounts share one (a platform throttled as a whole).",
     ),
 )
 

@@ -43,6 +43,7 @@ from tap_stripe_dd.client import (
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.progress import DEFAULT_INTERVAL, Progress
 from tap_stripe_dd.ratelimit import RateLimiter
+from tap_stripe_dd.settings import choice
 from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 from tap_stripe_dd.streams import STREAM_TYPES, AccountsLookup
 
@@ -187,12 +188,11 @@ class TapStripe(Tap):
             "for objects that Stripe lists only some time after their `created`.",
         ),
         # The change feed (changes.py).
-        th.Property(
+        choice(
             "events_gap",
-            th.StringType(allowed_values=["resync", "fail"]),
-            default="resync",
-            description="When a stream's changes were last swept more than 30 days ago (Stripe "
-            "keeps events 30 days): `resync` re-reads the stream from start_date, `fail` stops.",
+            ("resync", "fail"),
+            "When a stream's changes were last swept more than 30 days ago (Stripe keeps "
+            "events 30 days): `resync` re-reads the stream from start_date, `fail` stops.",
         ),
         th.Property(
             "events_lookback_seconds",
