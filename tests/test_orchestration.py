@@ -100,3 +100,14 @@ def test_dagster_runs_the_shards_side_by_side_into_postgres_exactly(
     for k in (1, 2, 3):
         saved = set(saved_partitions(system, f"shard-{k}"))
         assert saved == {a for a in accounts if shard_of(a, 3) == k}, k
+
+
+def test_the_job_is_scheduled_hourly_and_each_shard_retried():
+    """What Dagster loads from the code location: the job on an hourly schedule, and a retry
+    policy on every op (a shard that fails is run again, from its own saved state)."""
+    (schedule,) = orchestration.defs.schedules
+    assert schedule.job_name == "stripe_shards" and schedule.cron_schedule == "0 * * * *"
+    job = orchestration.defs.resolve_job_def("stripe_shards")
+    ops = {node.name: node.definition for node in job.nodes}
+    assert set(ops) == {"prepare", *(f"shard_{k}_of_3" for k in (1, 2, 3))}
+    assert all(op.retry_policy and op.retry_policy.max_retries >= 1 for op in ops.values())
