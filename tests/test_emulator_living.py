@@ -20,6 +20,7 @@ from tap_stripe_dd.emulator.protocol import StripeError
 HOUR, DAY = 3_600, 86_400
 OLD = {"Stripe-Version": "2022-08-01"}
 ACTIVITY = 10  # per hour: a month of history is ~7,000 acts
+UNCOUNTED = ("failed", "canceled")  # refunds that give their charge nothing back
 
 
 def post(emu: StripeEmulator, path: str, data=None, headers=None) -> requests.Response:
@@ -487,7 +488,7 @@ def assert_charges_show_their_refunds_and_disputes(emu: StripeEmulator) -> dict[
     old = {charge["id"]: charge for charge in emu.current("charges", version="2022-08-01")}
     for charge in emu.current("charges"):
         mine = refunds.get(charge["id"], [])
-        back = sum(r["amount"] for r in mine if r["status"] not in ("failed", "canceled"))
+        back = sum(r["amount"] for r in mine if r["status"] not in UNCOUNTED)
         assert back <= charge["amount"], charge["id"]
         assert (charge["amount_refunded"], charge["refunded"]) == (back, back >= charge["amount"])
         assert charge["disputed"] == (charge["id"] in disputed), charge["id"]
@@ -500,6 +501,25 @@ def assert_charges_show_their_refunds_and_disputes(emu: StripeEmulator) -> dict[
             "url": f"/v1/charges/{charge['id']}/refunds",
         }
     return refunds
+
+
+def assert_refunds_add_up(charge: dict) -> None:
+    """An event's charge (in the account's old version, which embeds its refunds) counts the
+    refunds it lists."""
+    listed = charge["refunds"]
+    if not listed["has_more"]:
+        back = sum(r["amount"] for r in listed["data"] if r["status"] not in UNCOUNTED)
+        assert charge["amount_refunded"] == back, charge["id"]
+
+
+def test_born_charges_events_list_the_refunds_they_count():
+    """Many born charges of the feed's month have born refunds (a few weeks later, at most)."""
+    with StripeEmulator(seed=3, objects=30_000, now=NOW, frozen=True, events_lag=0) as emu:
+        kinds = {"types[]": ["charge.succeeded", "charge.refunded"]}
+        charges = [e["data"]["object"] for e in events(emu, **kinds)]
+        assert sum(c["amount_refunded"] > 0 for c in charges) > 10
+        for charge in charges:
+            assert_refunds_add_up(charge)
 
 
 def test_charges_show_their_generated_and_their_activitys_refunds_and_disputes():
@@ -517,6 +537,7 @@ def test_charges_show_their_generated_and_their_activitys_refunds_and_disputes()
             obj = event["data"]["object"]
             if obj["object"] == "charge":
                 newest[obj["id"]] = obj
+                assert_refunds_add_up(obj)
             if event["type"] == "charge.refunded":
                 refunded[obj["id"]] = event["created"]
         for charge in emu.current("charges"):

@@ -80,9 +80,12 @@ class State:
             obj = json.loads(body)
         return obj
 
-    def born_object(self, resource: str, index: int) -> Obj:
-        (body,) = self.dataset.json(resource, [index])
-        return json.loads(body)
+    def born_object(self, resource: str, index: int) -> tuple[Obj, list[Obj]]:
+        """A born object as generated, with (a charge) its born refunds, newest first."""
+        refunds = self.dataset.refund_links.of(index) if resource == "charges" else ()
+        bodies = self.dataset.json(resource, [index]) + self.dataset.json("refunds", refunds[::-1])
+        obj, *born_refunds = map(json.loads, bodies)
+        return obj, born_refunds
 
     def find(self, object_id: str) -> tuple[str, int] | None:
         resource = PREFIXES.get(object_id.partition("_")[0])
