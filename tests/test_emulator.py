@@ -420,14 +420,15 @@ def test_visible_after_delays_listing_but_not_retrieval(fresh):
     assert get(fresh, "/v1/disputes", {"limit": 1}).json()["data"][0]["id"] == new
 
 
-def test_added_objects_link_to_existing_ones(fresh):
+def test_added_objects_link_to_existing_ones_and_change_none(fresh):
+    charges = fresh.current("charges")
     new = fresh.add_objects("refunds", 5) + fresh.add_objects("balance_transactions", 5)
-    charges = set(fresh.ids("charges"))
     sources = set(fresh.ids("charges") + fresh.ids("refunds") + fresh.ids("payouts"))
     for object_id in new:
         resource = "refunds" if object_id.startswith("re_") else "balance_transactions"
         obj = get(fresh, f"/v1/{resource}/{object_id}").json()
-        assert obj["charge"] in charges if resource == "refunds" else obj["source"] in sources
+        assert obj["charge"] is None if resource == "refunds" else obj["source"] in sources
+    assert fresh.current("charges") == charges
 
 
 # The request log ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tap_stripe_dd.emulator.protocol import StripeError
 HOUR, DAY = 3_600, 86_400
 OLD = {"Stripe-Version": "2022-08-01"}
 ACTIVITY = 10  # per hour: a month of history is ~7,000 acts
+UNCOUNTED = ("failed", "canceled")  # refunds that give their charge nothing back
 
 
 def post(emu: StripeEmulator, path: str, data=None, headers=None) -> requests.Response:
@@ -475,6 +476,77 @@ def test_activity_changes_all_six_resources_and_current_is_the_truth():
         ]
         old = emu.current("charges", version="2022-08-01")[:100]
         assert old == get(emu, "/v1/charges", {"limit": 100}, OLD).json()["data"]
+
+
+def assert_charges_show_their_refunds_and_disputes(emu: StripeEmulator) -> dict[str, list]:
+    """As Stripe shows them: amount_refunded (pending refunds count, failed and canceled do not),
+    refunded (in full), disputed, and in old versions the `refunds` sub-list, newest first."""
+    refunds: dict[str, list] = {}
+    for refund in emu.current("refunds"):
+        refunds.setdefault(refund["charge"], []).append(refund)
+    disputed = {dispute["charge"] for dispute in emu.current("disputes")}
+    old = {charge["id"]: charge for charge in emu.current("charges", version="2022-08-01")}
+    for charge in emu.current("charges"):
+        mine = refunds.get(charge["id"], [])
+        back = sum(r["amount"] for r in mine if r["status"] not in UNCOUNTED)
+        assert back <= charge["amount"], charge["id"]
+        assert (charge["amount_refunded"], charge["refunded"]) == (back, back >= charge["amount"])
+        assert charge["disputed"] == (charge["id"] in disputed), charge["id"]
+        assert not (mine or charge["disputed"]) or charge["captured"], charge["id"]
+        assert old[charge["id"]]["refunds"] == {
+            "object": "list",
+            "data": mine[:10],
+            "has_more": len(mine) > 10,
+            "total_count": len(mine),
+            "url": f"/v1/charges/{charge['id']}/refunds",
+        }
+    return refunds
+
+
+def assert_refunds_add_up(charge: dict) -> None:
+    """An event's charge (in the account's old version, which embeds its refunds) counts the
+    refunds it lists."""
+    listed = charge["refunds"]
+    if not listed["has_more"]:
+        back = sum(r["amount"] for r in listed["data"] if r["status"] not in UNCOUNTED)
+        assert charge["amount_refunded"] == back, charge["id"]
+
+
+def test_born_charges_events_list_the_refunds_they_count():
+    """Many born charges of the feed's month have born refunds (a few weeks later, at most)."""
+    with StripeEmulator(seed=3, objects=30_000, now=NOW, frozen=True, events_lag=0) as emu:
+        kinds = {"types[]": ["charge.succeeded", "charge.refunded"]}
+        charges = [e["data"]["object"] for e in events(emu, **kinds)]
+        assert sum(c["amount_refunded"] > 0 for c in charges) > 10
+        for charge in charges:
+            assert_refunds_add_up(charge)
+
+
+def test_charges_show_their_generated_and_their_activitys_refunds_and_disputes():
+    with living() as emu:
+        born = assert_charges_show_their_refunds_and_disputes(emu)
+        assert len(born) > 50 and max(map(len, born.values())) > 1
+        emu.advance(2 * DAY)
+        after = assert_charges_show_their_refunds_and_disputes(emu)
+        statuses = Counter(r["status"] for mine in after.values() for r in mine)
+        assert statuses["failed"] and statuses["succeeded"]
+        assert sum(map(len, after.values())) > sum(map(len, born.values()))
+        newest: dict[str, dict] = {}  # each charge's newest event, as a feed reader keeps it
+        refunded: dict[str, int] = {}  # each charge's last charge.refunded
+        for event in emu.events():  # oldest first
+            obj = event["data"]["object"]
+            if obj["object"] == "charge":
+                newest[obj["id"]] = obj
+                assert_refunds_add_up(obj)
+            if event["type"] == "charge.refunded":
+                refunded[obj["id"]] = event["created"]
+        for charge in emu.current("charges"):
+            seen = newest.get(charge["id"], charge)
+            assert seen["amount_refunded"] == charge["amount_refunded"], charge["id"]
+            assert seen["refunded"] == charge["refunded"], charge["id"]
+        for refund in (r for mine in after.values() for r in mine):
+            if refund["created"] > NOW - 30 * DAY and refund["charge"]:
+                assert refunded.get(refund["charge"], 0) >= refund["created"], refund["id"]
 
 
 def test_the_same_seed_gives_the_same_history_however_the_clock_moves():

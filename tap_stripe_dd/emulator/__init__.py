@@ -26,7 +26,8 @@ advanced, and background activity creates and changes more. Stdlib only.
         emu.request_log, emu.clear_log()
 
 Modules, by concern: clock.py (now), dataset.py / timeline.py / objects.py / keys.py (the
-generated "born" objects, lazy, from their index), state.py (one living account: the overlay
+generated "born" objects, lazy, from their index), links.py (which born refunds and disputes
+belong to which born charge), state.py (one living account: the overlay
 of changed objects and the heap of what happens when), lifecycles.py (how objects change, with
 their events), born.py (the born objects' recent history), activity.py (background activity),
 events.py (the event log and /v1/events), writes.py (the write endpoints), versions.py (API

@@ -170,13 +170,15 @@ class Api:
                 return found[0], deleted_customer(state, found[1])
             return found[0], state.render(*found, version)
 
-        def refunds(charge_id: str) -> list[Obj]:
-            ids = state.refunds.get(charge_id, [])
-            return [state.render("refunds", index, version) for index in reversed(ids)]
-
         return [
             compact(
-                expand(resource, state.render(resource, i, version), expansions, lookup, refunds)
+                expand(
+                    resource,
+                    state.render(resource, i, version),
+                    expansions,
+                    lookup,
+                    state.refunds_of,
+                )
             ).encode()
             for i in indexes
         ]

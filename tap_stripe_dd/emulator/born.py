@@ -6,8 +6,9 @@ instead put back at the start of it (a payout `pending`, a dispute `needs_respon
 their steps are scheduled from their `created`, so that the steps before `now` run (and
 record their events) as the account starts, and the later ones as the clock passes. Objects
 created in the last 30 days also record their creation events, so the events feed has the
-month Stripe keeps. Balance transactions `pending` at the end of the data become `available`
-at their `available_on` (without an event, as on Stripe).
+month Stripe keeps (a refund's with its charge's charge.refunded). Balance transactions
+`pending` at the end of the data become `available` at their `available_on` (without an
+event, as on Stripe).
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ from typing import TYPE_CHECKING
 
 from tap_stripe_dd.emulator.disputes import CLOSED, plan_dispute
 from tap_stripe_dd.emulator.events import RETENTION
-from tap_stripe_dd.emulator.lifecycles import (
-    plan_payout,
-    schedule_refund,
-)
+from tap_stripe_dd.emulator.lifecycles import plan_payout, refunded, schedule_refund
 from tap_stripe_dd.emulator.objects import DISPUTE_LIFE, RESOURCES
 from tap_stripe_dd.emulator.state import action
 from tap_stripe_dd.emulator.versions import Obj
@@ -74,6 +72,9 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
     elif resource == "refunds" and status in ("succeeded", "pending", "failed"):
         state.put(resource, index, {**obj, "status": "pending"})
         outcome = "failed" if status == "failed" else "succeeded"
+        if outcome == "failed" and (charge := state.find(obj["charge"] or "")):
+            # pending, it counts in its charge's amount_refunded until it fails
+            state.put(*charge, {**state.get(*charge), **refunded(state, charge[1])})
         schedule_refund(state, created, index, outcome, adds=False)
     elif resource == "disputes" and status != "charge_refunded":
         warning = status.startswith("warning")
@@ -105,6 +106,11 @@ def born(state: State, t: int, resource: str, index: int) -> None:
         state.emit_born(t, kind, resource, index)
     else:
         state.emit(t, kind, resource, obj, None, None)
+    charge = (
+        state.find(state.field(resource, index)("charge") or "") if resource == "refunds" else None
+    )
+    if charge:
+        state.emit(t, "charge.refunded", "charges", state.get(*charge), None, None)
 
 
 assert "needs_response" not in CLOSED

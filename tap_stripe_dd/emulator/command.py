@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import gc
 import signal
 import sys
 import threading
@@ -166,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         if args.activity:
             say(f"running the last 30 days of activity ({args.activity} per hour)...")
         emulator.start()
+        # What is built stays: the cycle collector, which would scan it all again and again
+        # while serving, looks at what is made from now on only (this process is the emulator's).
+        gc.freeze()
     except ValueError as error:
         raise UserError(str(error)) from None
     except OSError as error:

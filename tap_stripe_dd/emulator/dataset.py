@@ -24,7 +24,15 @@ from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 
 from tap_stripe_dd.emulator.keys import IdCodec, Rng, hash64, mix64
-from tap_stripe_dd.emulator.objects import LINK_WINDOW, RESOURCES, SOURCE_KINDS, Entry, Shared
+from tap_stripe_dd.emulator.links import Links
+from tap_stripe_dd.emulator.objects import (
+    LINK_WINDOW,
+    RESOURCES,
+    SOURCE_KINDS,
+    Entry,
+    Shared,
+    charge_profile_number,
+)
 from tap_stripe_dd.emulator.timeline import Timeline
 from tap_stripe_dd.emulator.vocabulary import BUSINESSES
 
@@ -33,6 +41,7 @@ INFINITY = 1 << 62
 LOWEST: Key = (-INFINITY, 0)
 HIGHEST: Key = (INFINITY, 0)
 PARTNER_SALT = 0x9A27
+REFUND_WINDOW = 5_000  # objects between a generated charge and its refunds, at most about
 RENDER_CHUNK = 1_000  # objects of one resource rendered before the next resource's turn
 PARALLEL_FROM = 10_000  # objects per resource from which worker processes pay for their start
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -98,6 +107,8 @@ class Dataset:
         }
         self._rendered: dict[str, list[bytes]] = {name: [] for name in RESOURCES}
         self.profile = functools.lru_cache(maxsize=16_384)(self._make_profile)
+        self.refund_links = Links(self, "refunds", REFUND_WINDOW)
+        self.dispute_links = Links(self, "disputes", LINK_WINDOW)
 
     # Ids -------------------------------------------------------------------------------------
 
@@ -193,6 +204,12 @@ class Dataset:
             return rng.between(max(0, index - window), index)
         total = self.total(resource)
         return rng.between(max(0, total - window), total - 1) if total else None
+
+    def charge_amount(self, index: int) -> int:
+        """A generated charge's amount, from its profile alone (the charge is not built)."""
+        rng = Rng(self._salts["charges"] ^ index)
+        number = charge_profile_number(self.partner(index) == "charges", rng)
+        return self.profile("charges", number).fields["amount"]
 
     def payout_span(self, payout: int) -> range:
         """The balance transactions an automatic payout paid out: those since the previous one."""

@@ -19,7 +19,7 @@ from tap_stripe_dd.emulator.lifecycles import HOUR
 from tap_stripe_dd.emulator.objects import RESOURCES
 from tap_stripe_dd.emulator.protocol import Request, StripeError
 from tap_stripe_dd.emulator.server import LogEntry, Server, Service
-from tap_stripe_dd.emulator.state import State
+from tap_stripe_dd.emulator.state import State, no_cycle_collection
 from tap_stripe_dd.emulator.versions import DEFAULT_ACCOUNT_VERSION, LATEST, valid
 
 DEFAULT_CREATED_FROM = 1_704_067_200  # 2024-01-01T00:00:00Z; the data set ends at `now`
@@ -221,7 +221,7 @@ class StripeEmulator:
                 )
                 state = State(dataset, self.account_api_version)
                 start = int(self.clock.start)
-                with state.lock:
+                with state.lock, no_cycle_collection():
                     adopt(state, start)
                     if self.activity:
                         first = (start - HISTORY) // HOUR * HOUR

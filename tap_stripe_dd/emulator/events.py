@@ -48,7 +48,9 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, key: int, version: str, born: Callable[[str, int], Obj]) -> None:
+    def __init__(
+        self, key: int, version: str, born: Callable[[str, int], tuple[Obj, Sequence[Obj]]]
+    ) -> None:
         self.version = version
         self._born = born
         self._codec = IdCodec("evt", key, 24)
@@ -79,7 +81,7 @@ class EventLog:
             refunds = event.refunds
             obj = event.object
             if obj is None:
-                obj = self._born(event.resource, event.born)
+                obj, refunds = self._born(event.resource, event.born)
             data: dict[str, Any] = {
                 "object": render(event.resource, obj, self.version, lambda _: refunds)
             }

@@ -7,6 +7,7 @@ records the events Stripe records; what happens later by itself is scheduled on 
   `arrival_date`; `pending` ones can be canceled (payout.canceled, `payout_cancel`).
 - Refunds: `pending` -> `succeeded` (refund.updated, charge.refund.updated) or `failed`
   (refund.failed, a `refund_failure` balance transaction, the charge's amount_refunded back).
+  A charge's amount_refunded and refunded always follow from its refunds (refund_totals).
 - Disputes: see disputes.py.
 
 Each random choice comes from a Rng keyed by the object, so the same seed gives the same
@@ -16,6 +17,7 @@ payout canceled in between does not arrive).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from tap_stripe_dd.emulator.objects import (
@@ -23,6 +25,7 @@ from tap_stripe_dd.emulator.objects import (
     DECLINED,
     ZERO_DECIMAL,
     midnight,
+    refund_totals,
 )
 from tap_stripe_dd.emulator.state import action
 from tap_stripe_dd.emulator.versions import Obj
@@ -233,11 +236,18 @@ def create_refund(
         "status": "pending",
     }
     index = state.create(t, "refunds", fields, ["refund.created"], request)
-    refunded = charge["amount_refunded"] + amount
-    changes = {"amount_refunded": refunded, "refunded": refunded >= charge["amount"]}
-    state.change(t, "charges", charge_index, changes, ["charge.refunded"], request)
+    state.change(
+        t, "charges", charge_index, refunded(state, charge_index), ["charge.refunded"], request
+    )
     schedule_refund(state, t, index, None)
     return index
+
+
+def refunded(state: State, charge: int) -> Obj:
+    """The charge's amount_refunded and refunded, from its refunds as they are now."""
+    refunds = map(functools.partial(state.field, "refunds"), state.refund_indexes(charge))
+    amount = state.field("charges", charge)("amount")
+    return refund_totals(amount, ((field("amount"), field("status")) for field in refunds))
 
 
 def schedule_refund(
@@ -262,10 +272,8 @@ def settle_refund(state: State, t: int, index: int, fails: bool, adds: bool) -> 
             changes["failure_balance_transaction"] = refund_failure(state, t, refund)
     kinds = ["refund.failed", "refund.updated"] if fails else ["refund.updated"]
     refund = state.change(t, "refunds", index, changes, kinds)
-    if fails and refund["charge"] and (found := state.find(refund["charge"])):
-        charge = state.get(*found)
-        left = max(0, charge["amount_refunded"] - refund["amount"])
-        state.change(t, *found, {"amount_refunded": left, "refunded": False}, ["charge.updated"])
+    if fails and (found := state.find(refund["charge"] or "")):
+        state.change(t, *found, refunded(state, found[1]), ["charge.updated"])
     state.emit(t, "charge.refund.updated", "refunds", refund, {"status": "pending"}, None)
 
 

@@ -10,10 +10,10 @@ derived skeletons in shapes.json); what a builder does not set is null or empty,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tap_stripe_dd.emulator.keys import Rng, WeightedTable
 from tap_stripe_dd.emulator.vocabulary import (
@@ -32,6 +32,9 @@ from tap_stripe_dd.emulator.vocabulary import (
     PLANS,
     ZERO_DECIMAL,
 )
+
+if TYPE_CHECKING:
+    from tap_stripe_dd.emulator.links import Links
 
 SHAPES = json.loads(Path(__file__).with_name("shapes.json").read_text(encoding="utf-8"))
 DAY = 86_400
@@ -120,6 +123,10 @@ class Store(Protocol):
     def profile(self, resource: str, number: int) -> Shared: ...
     def partner(self, index: int) -> str | None: ...
     def earlier(self, resource: str, index: int, rng: Rng, window: int) -> int | None: ...
+    @property
+    def refund_links(self) -> Links: ...
+    @property
+    def dispute_links(self) -> Links: ...
 
 
 Builder = Callable[[Store, int, int, Rng], tuple[Fields, Shared]]
@@ -243,10 +250,6 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
     paid = state in ("captured", "uncaptured")
     currency = CURRENCIES.draw(rng)
     amount = price(rng, currency)
-    refund_roll = rng.below(100) if state == "captured" else 100
-    refunded = (
-        amount if refund_roll < 5 else amount * rng.between(10, 90) // 100 if refund_roll < 8 else 0
-    )
     connect = rng.chance(5)
     first, last = full_name(rng)
     brand = BRANDS.draw(rng)
@@ -304,7 +307,6 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
     return {
         "amount": amount,
         "amount_captured": amount if state == "captured" else 0,
-        "amount_refunded": refunded,
         "application_fee_amount": amount // 10 if connect else None,
         "billing_details": {
             "address": billing_address,
@@ -319,7 +321,6 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
         "description": rng.pick(CHARGE_DESCRIPTIONS).format(n=rng.digits(5))
         if rng.chance(70)
         else None,
-        "disputed": state == "captured" and rng.chance(2),
         "failure_code": decline[0] if decline else None,
         "failure_message": decline[1] if decline else None,
         "fraud_details": {"stripe_report": "fraudulent"}
@@ -357,7 +358,6 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
         if legacy
         else None,
         "receipt_email": email(*full_name(rng), rng) if rng.chance(35) else None,
-        "refunded": refunded == amount,
         "statement_descriptor_suffix": f"ORDER {rng.digits(4)}" if rng.chance(20) else None,
         "status": "failed" if decline else "pending" if state == "pending" else "succeeded",
         "transfer_data": {
@@ -370,17 +370,32 @@ def charge_profile(store: Store, number: int, rng: Rng) -> Fields:
     }
 
 
+def charge_profile_number(settled: bool, rng: Rng) -> int:
+    """Which profile a charge has: the first draws of its Rng (see Dataset.charge_amount)."""
+    state = "captured" if settled else UNSETTLED.draw(rng)
+    return CHARGE_STATES.index(state) * PROFILES_PER_STATE + rng.below(PROFILES_PER_STATE)
+
+
+UNCOUNTED = frozenset({"failed", "canceled"})  # refunds that give the charge nothing back
+
+
+def refund_totals(amount: int, refunds: Iterable[tuple[int, str]]) -> Fields:
+    """A charge's fields that its refunds (amount, status) make: pending ones count, failed
+    and canceled ones do not. Generated charges and living ones both get them from here."""
+    refunded = sum(part for part, status in refunds if status not in UNCOUNTED)
+    return {"amount_refunded": refunded, "refunded": refunded >= amount}
+
+
 def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
     """A charge; the 70% whose index has a charge balance transaction are captured."""
     settled = store.partner(index) == "charges"
-    state = "captured" if settled else UNSETTLED.draw(rng)
-    number = CHARGE_STATES.index(state) * PROFILES_PER_STATE + rng.below(PROFILES_PER_STATE)
-    shared = store.profile("charges", number)
+    shared = store.profile("charges", charge_profile_number(settled, rng))
     profile = shared.fields
     customer = (
         store.earlier("customers", index, rng, window=store.count) if rng.chance(85) else None
     )
     charge_id = store.id("charges", index)
+    refunds = store.refund_links
     return {
         "id": charge_id,
         "object": "charge",
@@ -390,6 +405,11 @@ def build_charge(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         "balance_transaction": store.id("balance_transactions", index) if settled else None,
         "created": created,
         "customer": None if customer is None else store.id("customers", customer),
+        **refund_totals(
+            profile["amount"],
+            ((refund.amount, refund.status) for refund in map(refunds.child, refunds.of(index))),
+        ),
+        "disputed": bool(store.dispute_links.of(index)),
         "payment_intent": None if profile["source"] else store.foreign_id("pi", index),
         "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}"
         if profile["receipt_email"] and profile["paid"]
@@ -489,15 +509,14 @@ def settled(status: str, created: int, end: int) -> str:
 
 
 def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
-    """A refund of a recent charge, in its currency, for all of it or a part."""
-    charge_index = store.earlier("charges", index, rng, window=5_000)
-    charge = None if charge_index is None else store.entry("charges", charge_index)
-    full = charge.get("amount") if charge else price(rng, "usd")
+    """A refund of a recent captured charge (see links.py), in its currency."""
+    link = store.refund_links.child(index)
+    charge = None if link.charge is None else store.entry("charges", link.charge)
     has_transaction = store.partner(index) == "refunds"
     return {
         "id": store.id("refunds", index),
         "object": "refund",
-        "amount": full if rng.chance(70) else rng.between(1, full),
+        "amount": link.amount,
         "balance_transaction": store.id("balance_transactions", index) if has_transaction else None,
         "charge": charge.get("id") if charge else None,
         "created": created,
@@ -508,7 +527,7 @@ def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
         "payment_method": charge.get("payment_method") if charge else None,
         "reason": REFUND_REASON.draw(rng),
         "receipt_number": f"{rng.digits(4)}-{rng.digits(4)}" if rng.chance(30) else None,
-        "status": settled(REFUND_STATUS.draw(rng), created, store.end),
+        "status": link.status,
     }, store.profile("refunds", rng.below(3))
 
 
@@ -566,8 +585,9 @@ def dispute_profile(store: Store, number: int, rng: Rng) -> Fields:
 
 
 def build_dispute(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
-    """A dispute of an earlier charge, for its amount, with a deadline for evidence."""
-    charge_index = store.earlier("charges", index, rng, window=LINK_WINDOW)
+    """A dispute of an earlier captured charge (see links.py), for its amount, with a deadline
+    for evidence."""
+    charge_index = store.dispute_links.child(index).charge
     charge = None if charge_index is None else store.entry("charges", charge_index)
     status = DISPUTE_STATUS.draw(rng)
     if created < store.end - DISPUTE_LIFE:  # long over: open states have ended

@@ -12,23 +12,24 @@ there (by itself, or in one `advance` of a month): same seed, same history.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import heapq
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tap_stripe_dd.emulator.dataset import Dataset
 from tap_stripe_dd.emulator.events import Event, EventLog
 from tap_stripe_dd.emulator.keys import Rng, base62, hash64, mix64
 from tap_stripe_dd.emulator.objects import RESOURCES
-from tap_stripe_dd.emulator.versions import Obj, canonical, render, sublist
+from tap_stripe_dd.emulator.versions import SUBLIST_LIMIT, Obj, canonical, render, sublist
 
 TEMPLATES = 256  # born objects that new objects start from
 PREFIXES = {spec.prefix: name for name, spec in RESOURCES.items()}
 compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-# A charge's `refunds` in old versions when it has none, up to its id (see old_json).
-NO_REFUNDS = b',"refunds":' + compact(sublist("/v1/charges/", [])).encode()[:-2]
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}  # name -> what it does; filled by lifecycles.py and activity.py
 
@@ -39,6 +40,19 @@ def action(function: Action) -> Action:
     return function
 
 
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Actions make many small objects without cycles: the cycle collector would scan the
+    growing account again and again (two thirds of a month of activity's catch-up) for none."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class State:
     def __init__(self, dataset: Dataset, version: str) -> None:
         self.dataset = dataset
@@ -46,7 +60,7 @@ class State:
         self.overlay: dict[str, dict[int, Obj]] = {name: {} for name in RESOURCES}
         self._rendered: dict[tuple[str, int], bytes] = {}  # overlay objects' canonical JSON
         self.deleted: dict[int, int] = {}  # customer index -> when
-        self.refunds: dict[str, list[int]] = {}  # charge id -> its refunds' indexes, oldest first
+        self.refunds: dict[int, list[int]] = {}  # charge -> refunds made since start, oldest first
         self.log = EventLog(hash64("events", dataset.key), version, self.born_object)
         self.lock = threading.RLock()
         self._heap: list[tuple[int, int, str, tuple[Any, ...]]] = []
@@ -66,9 +80,12 @@ class State:
             obj = json.loads(body)
         return obj
 
-    def born_object(self, resource: str, index: int) -> Obj:
-        (body,) = self.dataset.json(resource, [index])
-        return json.loads(body)
+    def born_object(self, resource: str, index: int) -> tuple[Obj, list[Obj]]:
+        """A born object as generated, with (a charge) its born refunds, newest first."""
+        refunds = self.dataset.refund_links.of(index) if resource == "charges" else ()
+        bodies = self.dataset.json(resource, [index]) + self.dataset.json("refunds", refunds[::-1])
+        obj, *born_refunds = map(json.loads, bodies)
+        return obj, born_refunds
 
     def find(self, object_id: str) -> tuple[str, int] | None:
         resource = PREFIXES.get(object_id.partition("_")[0])
@@ -82,9 +99,19 @@ class State:
         obj = self.overlay[resource].get(index)
         return self.dataset.entry(resource, index).get if obj is None else obj.get
 
+    def refund_indexes(self, charge: int) -> list[int]:
+        """A charge's refunds, newest first (as listed: activity that ran before the clock's
+        start made some of them among the born ones)."""
+        born, made = self.dataset.refund_links.of(charge), self.refunds.get(charge)
+        if not made:
+            return born[::-1]
+        return sorted((*born, *made), key=functools.partial(self.dataset.key_of, "refunds"))[::-1]
+
     def refunds_of(self, charge_id: str) -> list[Obj]:
-        """A charge's refunds made since start, newest first (born refunds are not linked back)."""
-        return [self.get("refunds", index) for index in reversed(self.refunds.get(charge_id, ()))]
+        """A charge's refunds as they are now, newest first."""
+        found = self.find(charge_id)
+        indexes = self.refund_indexes(found[1]) if found and found[0] == "charges" else ()
+        return [self.get("refunds", index) for index in indexes]
 
     def born_by(self, t: int) -> int:
         """How many born objects (of each resource: they share a timeline) exist at `t`. Acts
@@ -110,16 +137,22 @@ class State:
         return [self.old_json(resource, index, version) for index in indexes]
 
     def old_json(self, resource: str, index: int, version: str) -> bytes:
-        """An object in a version before the cut-off. An unchanged charge without 3-D Secure and
-        without refunds made here differs from its canonical bytes only by an empty `refunds`
-        list at the end (where render() puts it too): spliced, so that an unversioned walk of
-        born charges stays about as fast as a pinned one."""
+        """An object in a version before the cut-off. An unchanged charge without 3-D Secure
+        differs from its canonical bytes only by its `refunds` list at the end (where render()
+        puts it too): spliced from its refunds' bytes, so that an unversioned walk of born
+        charges stays about as fast as a pinned one."""
         if resource == "charges" and index not in self.overlay[resource]:
             body = self.dataset.json(resource, [index])[0]
-            charge_id = self.dataset.id(resource, index)
-            if charge_id not in self.refunds and b'"three_d_secure":{' not in body:
-                return b"".join((body[:-1], NO_REFUNDS, charge_id.encode(), b'/refunds"}}'))
+            if b'"three_d_secure":{' not in body:
+                refunds = self.refund_indexes(index)
+                envelope = compact(sublist(self.refunds_url(index), [], len(refunds))).encode()
+                items = b",".join(self.json("refunds", refunds[:SUBLIST_LIMIT], version))
+                listed = envelope.replace(b'"data":[]', b'"data":[' + items + b"]", 1)
+                return b"".join((body[:-1], b',"refunds":', listed, b"}"))
         return compact(self.render(resource, index, version)).encode()
+
+    def refunds_url(self, charge: int) -> str:
+        return f"/v1/charges/{self.dataset.id('charges', charge)}/refunds"
 
     def canonical_json(self, resource: str, index: int) -> bytes:
         obj = self.overlay[resource].get(index)
@@ -169,8 +202,8 @@ class State:
         base = self.template(resource, index)
         obj = {**base, **(fields(base) if callable(fields) else fields), "created": t}
         self.put(resource, index, obj)
-        if resource == "refunds" and obj.get("charge"):
-            self.refunds.setdefault(obj["charge"], []).append(index)
+        if resource == "refunds" and (charge := self.find(obj.get("charge") or "")):
+            self.refunds.setdefault(charge[1], []).append(index)
         for kind in kinds:
             self.emit(t, kind, resource, obj, None, request)
         return index
@@ -228,7 +261,7 @@ class State:
         target = int(now)
         if target <= self.processed:
             return
-        with self.lock:
+        with self.lock, no_cycle_collection():
             heap = self._heap
             while heap and heap[0][0] <= target:
                 t, _, name, args = heapq.heappop(heap)

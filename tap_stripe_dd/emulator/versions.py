@@ -41,12 +41,14 @@ def canonical(version: str) -> bool:
     return version[:10] >= CUTOFF
 
 
-def sublist(url: str, items: Sequence[Obj]) -> Obj:
+def sublist(url: str, items: Sequence[Obj], total: int | None = None) -> Obj:
+    """A list embedded in an object: its first items of `total` (default: all of them)."""
+    total = len(items) if total is None else total
     return {
         "object": "list",
         "data": list(items[:SUBLIST_LIMIT]),
-        "has_more": len(items) > SUBLIST_LIMIT,
-        "total_count": len(items),
+        "has_more": total > SUBLIST_LIMIT,
+        "total_count": total,
         "url": url,
     }
 
