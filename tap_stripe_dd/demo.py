@@ -85,7 +85,7 @@ def second_sync(emulator: StripeEmulator, sync: Callable[[], None], database: st
         simply not shown)."""
         return next((o["id"] for o in objects if wanted(o)), "")
 
-    charge = first(reversed(emulator.current("charges")), lambda c: c["paid"])
+    charge = first(reversed(emulator.current("charges")), lambda c: c["paid"] and not c["refunded"])
     dispute = first(emulator.current("disputes"), lambda d: d["status"] == "needs_response")
     payout = first(emulator.current("payouts"), lambda p: p["status"] == "pending")
     renamed, deleted = ([c["id"] for c in emulator.current("customers")[-2:]] + ["", ""])[:2]
