@@ -36,6 +36,7 @@ from tap_stripe_dd.streams import STREAM_TYPES
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KEY = "sk_test_benchmark0000"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 LIVE_KEY = "sk_live_benchmark0000"
 STREAMS = [stream.name for stream in STREAM_TYPES]
 # The emulator's data spans 2024-2025, given explicitly (its default may change). A new user sets
@@ -61,10 +62,11 @@ class Row:
 
 
 @contextlib.contextmanager
-def emulator(objects: int, *extra: str) -> Iterator[str]:
-    """Prewarmed: every object is built before serving, so the server is not what is measured."""
-    command = ["emulator", "--port", "0", "--seed", "11", "--objects", str(objects), "--prewarm"]
-    command += DATA
+def emulator(objects: int, *extra: str, prewarm: bool = True) -> Iterator[str]:
+    """Prewarmed: every object is built before serving, so the server is not what is measured
+    (without: objects are built as they are asked for, as the emulator starts by default)."""
+    command = ["emulator", "--port", "0", "--seed", "11", "--objects", str(objects)]
+    command += [*(["--prewarm"] if prewarm else []), *DATA]
     process = subprocess.Popen(
         [str(BIN / "stripe-dd"), *command, *extra],
         stdout=subprocess.PIPE,
@@ -238,13 +240,19 @@ def e_emulator(objects: int, workdir: Path) -> list[Row]:
                 f"{on:,.0f}/s with {ACTIVITY}/h, {off:,.0f}/s without",
             )
         )
+    began = time.perf_counter()
+    with emulator(objects, "--now", str(DATA_TO), *LIVING["on"], prewarm=False) as url:
+        first = requests.get(f"{url}/v1/charges", params={"limit": 100}, headers=AUTH, timeout=600)
+        first.raise_for_status()
+        started = time.perf_counter() - began
     rows.append(
         Row(
-            f"E start: {objects:,} objects per endpoint, prewarmed, with a month of activity "
-            f"({ACTIVITY}/h) ÷ {START_GOAL} s",
-            starts["on"] / START_GOAL,
+            f"E start: {objects:,} objects per endpoint with a month of activity ({ACTIVITY}/h), "
+            f"to its first list page ÷ {START_GOAL} s",
+            started / START_GOAL,
             "≤ 1",
-            f"{starts['on']:.1f} s to the URL (process start included); "
+            f"{started:.1f} s as it starts by default (process start and the month's history "
+            f"included); prewarmed (every object built first): {starts['on']:.1f} s to the URL, "
             f"{starts['off']:.1f} s without activity",
         )
     )
