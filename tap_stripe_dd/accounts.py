@@ -293,6 +293,8 @@ class AccountWalks:
                         target=self._drive, args=(turn, end, channel), daemon=True
                     ).start()
                     running += 1
+                if not running:  # every turn left was a refused account's
+                    continue
                 kind, turn, payload = self.wait(channel.queue)
                 if kind in ("records", "bookmark"):
                     yield kind, turn.account, payload
@@ -305,7 +307,7 @@ class AccountWalks:
                     span = (end - turn.start) * TURN_PAGES // max(1, pages)
                     self.waiting.append(Turn(turn.account, end, turn.end, max(1, span)))
         finally:
-            channel.closed.set()
+            channel.close()
 
     def _drive(self, turn: Turn, end: int, channel: Channel) -> None:
         """One account's turn: `[turn.start, end)` through a walk of its own."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 import typing as t
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +31,9 @@ STEAL_PAGES = 4
 # The slice the bookmark waits on is shared in parts of at least this many pages while the
 # endpoint's requests queue for the rate limit (else of two).
 SATURATED_PART_PAGES = 8
-IDLE_POLL_SECONDS = 0.05
+# An idle fetcher sleeps until another one has read a page (or handed on a slice); at the
+# latest this often it looks again: a rate limit whose queue drained frees it too.
+IDLE_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,32 @@ class Endpoint(t.Protocol):
 
 class Channel:
     """Fetchers to the walk's thread: bounded, so memory stays flat, and closed by the reader
-    when it stops, so that no fetcher waits forever on a reader that has gone."""
+    when it stops, so that no fetcher waits forever on a reader that has gone. A full channel's
+    senders sleep until the reader takes an item or closes it: hundreds of them cost nothing."""
 
     def __init__(self, size: int) -> None:
         self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
         self.closed = threading.Event()
 
     def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-            except queue.Full:
-                continue
+        """Whether `item` was queued (False: the reader has gone). As `Queue.put` does, by the
+        hooks `queue` offers for that, but also woken by `close`."""
+        channel = self.queue
+        with channel.not_full:
+            while channel._qsize() >= channel.maxsize and not self.closed.is_set():
+                channel.not_full.wait()
+            if self.closed.is_set():
+                return False
+            channel._put(item)
+            channel.unfinished_tasks += 1
+            channel.not_empty.notify()
             return True
-        return False
+
+    def close(self) -> None:
+        """The reader stops: every sender returns."""
+        with self.queue.not_full:
+            self.closed.set()
+            self.queue.not_full.notify_all()
 
 
 class Walk:
@@ -103,6 +116,9 @@ class Walk:
         self.concurrency = concurrency
         self.wait = wait
         self.head: Slice | None = None
+        # Bumped, and idle fetchers woken, whenever a fetcher may have made work to take.
+        self._changes = 0
+        self._changed = threading.Condition()
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -120,7 +136,9 @@ class Walk:
                 if kind == "records":
                     yield kind, payload
                 elif kind == "done":
-                    yield "bookmark", self.scheduler.complete(piece)
+                    bookmark = self.scheduler.complete(piece)
+                    self._notify()
+                    yield "bookmark", bookmark
                 elif kind == "probed":
                     yield "bookmark", self.scheduler.bookmark()
                 elif kind == "error":
@@ -128,7 +146,19 @@ class Walk:
                 else:
                     running -= 1
         finally:
-            channel.closed.set()
+            channel.close()
+            self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changes += 1
+            self._changed.notify_all()
+
+    def _idle(self, seen: int) -> None:
+        """Until a change after the `seen`-th, or `IDLE_WAIT_SECONDS`."""
+        with self._changed:
+            if self._changes == seen:
+                self._changed.wait(IDLE_WAIT_SECONDS)
 
     def _fetch(self, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the walk's are all emitted."""
@@ -151,6 +181,7 @@ class Walk:
         scheduler = self.scheduler
         steal_from = STEAL_PAGES * self.page_size
         while not channel.closed.is_set():
+            seen = self._changes
             if piece := scheduler.head():
                 self.head = piece
                 return piece
@@ -162,7 +193,7 @@ class Walk:
                 return piece
             if scheduler.finished():
                 return None
-            time.sleep(IDLE_POLL_SECONDS)
+            self._idle(seen)
         return None
 
     def _fetch_slice(self, piece: Slice, channel: Channel) -> bool:
@@ -186,13 +217,16 @@ class Walk:
                 # Where history ends, and how dense it is there: the head waits while where
                 # it begins is found.
                 piece.judged = True
+                self._notify()
                 return channel.send(("records", piece, records))
             if not piece.judged and self.concurrency > 1:
                 self._split_if_dense(piece)
             piece.judged = True
+            self._notify()  # its cursor moved: a steal may take from it; a split made parts
             if not channel.send(("records", piece, records)):
                 return False
             if self.scheduler.yield_to_older(piece):
+                self._notify()
                 return True
 
     def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
@@ -205,6 +239,7 @@ class Walk:
             last = records[-1]
             piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
         self.scheduler.probed(piece, complete=not page.has_more)
+        self._notify()
         if not records:
             return channel.send(("probed", None, None))
         return channel.send(("records", piece, records)) and (
