@@ -40,6 +40,12 @@ LISTED = re.compile(r"^(all|acct_[A-Za-z0-9]+(,acct_[A-Za-z0-9]+)*)$")
 ACCOUNT_REFUSED = (401, 403, 404)
 #: A turn of an account's walk reads about this many pages per stream before others get theirs.
 TURN_PAGES = 50
+#: Accounts side by side share about this many times one walk's fetchers (`max_concurrency`),
+#: at least `MIN_FETCHERS` each: the run's requests are then bounded by what one process can
+#: handle, not multiplied by the accounts in flight (each thread, even idle, costs memory and
+#: wake-ups). One account alone gets them all.
+SHARED_FETCHERS = 2
+MIN_FETCHERS = 2
 #: STATE messages hold every partition: with many accounts, at most one per stream this often
 #: (seconds per 100 accounts, at least one second). A kill re-reads what was not confirmed.
 STATE_SECONDS_PER_100_ACCOUNTS = 1.0
@@ -264,14 +270,18 @@ class AccountWalks:
         *,
         in_flight: int,
         directory: Directory,
-        walk: Callable[[AccountEndpoint, int, int], Walk],
+        walk: Callable[[AccountEndpoint, int, int, int], Walk],
         wait: Callable[..., t.Any],
+        concurrency: int = 1,
     ) -> None:
         self.stream = stream
         self.directory = directory
         self.in_flight = in_flight
         self.walk = walk
         self.wait = wait
+        self.concurrency = concurrency
+        #: The walks of the turns in flight (a finished one is dropped: memory stays flat).
+        self.live: set[Walk] = set()
         self.waiting = deque(
             Turn(account, start, end, max(1, (end - start) // 4))
             for account, start, end in windows
@@ -289,8 +299,11 @@ class AccountWalks:
                         continue
                     # Nobody else waits: the account's whole window in one turn.
                     end = turn.end if not self.waiting else min(turn.end, turn.start + turn.span)
+                    side_by_side = min(self.in_flight, running + 1 + len(self.waiting))
                     threading.Thread(
-                        target=self._drive, args=(turn, end, channel), daemon=True
+                        target=self._drive,
+                        args=(turn, end, self._fetchers(side_by_side), channel),
+                        daemon=True,
                     ).start()
                     running += 1
                 if not running:  # every turn left was a refused account's
@@ -309,12 +322,24 @@ class AccountWalks:
         finally:
             channel.close()
 
-    def _drive(self, turn: Turn, end: int, channel: Channel) -> None:
+    def slices_left(self) -> int:
+        """Of the walks in flight."""
+        return sum(walk.scheduler.left() for walk in list(self.live))
+
+    def _fetchers(self, side_by_side: int) -> int:
+        """Each walk's fetchers, with `side_by_side` accounts in flight (see `SHARED_FETCHERS`)."""
+        shared = SHARED_FETCHERS * self.concurrency // side_by_side
+        return min(self.concurrency, max(MIN_FETCHERS, shared))
+
+    def _drive(self, turn: Turn, end: int, fetchers: int, channel: Channel) -> None:
         """One account's turn: `[turn.start, end)` through a walk of its own."""
         pages = 0
+        walk = None
         try:
             endpoint = AccountEndpoint(self.stream, turn.account)
-            with closing(self.walk(endpoint, turn.start, end).run()) as events:
+            walk = self.walk(endpoint, turn.start, end, fetchers)
+            self.live.add(walk)
+            with closing(walk.run()) as events:
                 for kind, payload in events:
                     pages += kind == "records"
                     if not channel.send((kind, turn, payload)):
@@ -322,6 +347,8 @@ class AccountWalks:
             channel.send(("turn", turn, (end, pages)))
         except Exception as exc:  # handed to the stream's thread, which decides
             channel.send(("error", turn, exc))
+        finally:
+            self.live.discard(walk)
 
     def _refused_or_raise(self, account: Account, error: Exception) -> None:
         status = getattr(error, "status", None)
