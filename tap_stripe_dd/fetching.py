@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import typing as t
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,9 +32,7 @@ STEAL_PAGES = 4
 # The slice the bookmark waits on is shared in parts of at least this many pages while the
 # endpoint's requests queue for the rate limit (else of two).
 SATURATED_PART_PAGES = 8
-# An idle fetcher sleeps until another one has read a page (or handed on a slice); at the
-# latest this often it looks again: a rate limit whose queue drained frees it too.
-IDLE_WAIT_SECONDS = 0.5
+IDLE_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,6 @@ class Walk:
         self.concurrency = concurrency
         self.wait = wait
         self.head: Slice | None = None
-        # Bumped, and idle fetchers woken, whenever a fetcher may have made work to take.
-        self._changes = 0
-        self._changed = threading.Condition()
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -136,9 +132,7 @@ class Walk:
                 if kind == "records":
                     yield kind, payload
                 elif kind == "done":
-                    bookmark = self.scheduler.complete(piece)
-                    self._notify()
-                    yield "bookmark", bookmark
+                    yield "bookmark", self.scheduler.complete(piece)
                 elif kind == "probed":
                     yield "bookmark", self.scheduler.bookmark()
                 elif kind == "error":
@@ -147,18 +141,6 @@ class Walk:
                     running -= 1
         finally:
             channel.close()
-            self._notify()
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changes += 1
-            self._changed.notify_all()
-
-    def _idle(self, seen: int) -> None:
-        """Until a change after the `seen`-th, or `IDLE_WAIT_SECONDS`."""
-        with self._changed:
-            if self._changes == seen:
-                self._changed.wait(IDLE_WAIT_SECONDS)
 
     def _fetch(self, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the walk's are all emitted."""
@@ -181,7 +163,6 @@ class Walk:
         scheduler = self.scheduler
         steal_from = STEAL_PAGES * self.page_size
         while not channel.closed.is_set():
-            seen = self._changes
             if piece := scheduler.head():
                 self.head = piece
                 return piece
@@ -193,7 +174,7 @@ class Walk:
                 return piece
             if scheduler.finished():
                 return None
-            self._idle(seen)
+            time.sleep(IDLE_POLL_SECONDS)
         return None
 
     def _fetch_slice(self, piece: Slice, channel: Channel) -> bool:
@@ -217,16 +198,13 @@ class Walk:
                 # Where history ends, and how dense it is there: the head waits while where
                 # it begins is found.
                 piece.judged = True
-                self._notify()
                 return channel.send(("records", piece, records))
             if not piece.judged and self.concurrency > 1:
                 self._split_if_dense(piece)
             piece.judged = True
-            self._notify()  # its cursor moved: a steal may take from it; a split made parts
             if not channel.send(("records", piece, records)):
                 return False
             if self.scheduler.yield_to_older(piece):
-                self._notify()
                 return True
 
     def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
@@ -239,7 +217,6 @@ class Walk:
             last = records[-1]
             piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
         self.scheduler.probed(piece, complete=not page.has_more)
-        self._notify()
         if not records:
             return channel.send(("probed", None, None))
         return channel.send(("records", piece, records)) and (
