@@ -47,7 +47,7 @@ def p5_changes(objects: int, changes: int, workdir: Path) -> list[Row]:
         state = last_state(output)
         before = int(emu.now())
         pending = [t["id"] for t in emu.current("balance_transactions") if t["status"] == "pending"]
-        change(emu, changes * 3 // 5)
+        change(emu, changes * 4 // 5)  # with the lifecycles of 3 days: about `changes`
         emu.advance(3 * DAY)  # refunds succeed, payouts are paid, balances become available
         fewest, changed = fewest_requests(emu, before, set(pending))
         emu.clear_log()

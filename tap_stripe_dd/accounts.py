@@ -43,6 +43,12 @@ LISTED = re.compile(r"^(all|acct_[A-Za-z0-9]+(,acct_[A-Za-z0-9]+)*)$")
 ACCOUNT_REFUSED = (401, 403, 404)
 #: A turn of an account's walk reads about this many pages per stream before others get theirs.
 TURN_PAGES = 50
+#: Accounts side by side share about this many times one walk's fetchers (`max_concurrency`),
+#: at least `MIN_FETCHERS` each: the run's requests are then bounded by what one process can
+#: handle, not multiplied by the accounts in flight (each thread, even idle, costs memory and
+#: wake-ups). One account alone gets them all.
+SHARED_FETCHERS = 2
+MIN_FETCHERS = 2
 #: STATE messages hold every partition: with many accounts, at most one per stream this often
 #: (seconds per 100 accounts, at least one second). A kill re-reads what was not confirmed.
 STATE_SECONDS_PER_100_ACCOUNTS = 1.0
@@ -279,8 +285,9 @@ class AccountWalks:
         *,
         in_flight: int,
         directory: Directory,
-        walk: Callable[[AccountEndpoint, int, int], Walk],
+        walk: Callable[[AccountEndpoint, int, int, int], Walk],
         wait: Callable[..., t.Any],
+        concurrency: int = 1,
         after: After | None = None,
     ) -> None:
         self.stream = stream
@@ -288,6 +295,9 @@ class AccountWalks:
         self.in_flight = in_flight
         self.walk = walk
         self.wait = wait
+        self.concurrency = concurrency
+        #: The walks of the turns in flight (a finished one is dropped: memory stays flat).
+        self.live: set[Walk] = set()
         self.after = after
         self.windows = {account.id: (start, end) for account, start, end in windows}
         self.waiting = deque(
@@ -307,10 +317,15 @@ class AccountWalks:
                         continue
                     # Nobody else waits: the account's whole window in one turn.
                     end = turn.end if not self.waiting else min(turn.end, turn.start + turn.span)
+                    side_by_side = min(self.in_flight, running + 1 + len(self.waiting))
                     threading.Thread(
-                        target=self._drive, args=(turn, end, channel), daemon=True
+                        target=self._drive,
+                        args=(turn, end, self._fetchers(side_by_side), channel),
+                        daemon=True,
                     ).start()
                     running += 1
+                if not running:  # every turn left was a refused account's
+                    continue
                 kind, turn, payload = self.wait(channel.queue)
                 if kind not in CONTROL:
                     yield kind, turn.account, payload
@@ -325,19 +340,30 @@ class AccountWalks:
                 elif kind == "turn" and self.after is not None:
                     self.waiting.append(replace(turn, last=True))
         finally:
-            channel.closed.set()
+            channel.close()
 
-    def _drive(self, turn: Turn, end: int, channel: Channel) -> None:
+    def slices_left(self) -> int:
+        """Of the walks in flight."""
+        return sum(walk.scheduler.left() for walk in list(self.live))
+
+    def _fetchers(self, side_by_side: int) -> int:
+        """Each walk's fetchers, with `side_by_side` accounts in flight (see `SHARED_FETCHERS`)."""
+        shared = SHARED_FETCHERS * self.concurrency // side_by_side
+        return min(self.concurrency, max(MIN_FETCHERS, shared))
+
+    def _drive(self, turn: Turn, end: int, fetchers: int, channel: Channel) -> None:
         """One account's turn: `[turn.start, end)` through a walk of its own, or its last
         turn's `after`."""
         pages = 0
+        walk = None
         try:
             if turn.last and self.after is not None:  # last turns are made only with it
                 events = self.after(turn.account, *self.windows[turn.account.id])
             else:
-                events = self.walk(
-                    AccountEndpoint(self.stream, turn.account), turn.start, end
-                ).run()
+                endpoint = AccountEndpoint(self.stream, turn.account)
+                walk = self.walk(endpoint, turn.start, end, fetchers)
+                self.live.add(walk)
+                events = walk.run()
             with closing(events):
                 for kind, payload in events:
                     pages += kind == "records"
@@ -346,6 +372,8 @@ class AccountWalks:
             channel.send(("done", turn, None) if turn.last else ("turn", turn, (end, pages)))
         except Exception as exc:  # handed to the stream's thread, which decides
             channel.send(("error", turn, exc))
+        finally:
+            self.live.discard(walk)
 
     def _refused_or_raise(self, account: Account, error: Exception) -> None:
         status = getattr(error, "status", None)

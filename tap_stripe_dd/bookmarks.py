@@ -158,14 +158,14 @@ class BookmarkedStream(StripeStream):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    def _walk(self, endpoint: AccountEndpoint, start: int, end: int) -> Walk:
+    def _walk(self, endpoint: AccountEndpoint, start: int, end: int, concurrency: int) -> Walk:
         return Walk(
             endpoint,
             start,
             end,
             slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
             page_size=self.page_size,
-            concurrency=self.concurrency,
+            concurrency=concurrency,
         )
 
     #: What runs for an account once its window is read (the change feed's sweep, changes.py).
@@ -177,24 +177,19 @@ class BookmarkedStream(StripeStream):
         yields for an account once its window is read."""
         directory = self._tap.directory
         windows = [(account, *self.account_window(account)) for account in directory.accounts]
-        live: list[Walk] = []  # the accounts' walks, for the slices left
-
-        def walk(endpoint: AccountEndpoint, start: int, end: int) -> Walk:
-            live.append(self._walk(endpoint, start, end))
-            return live[-1]
-
         walks = AccountWalks(
             self,
             windows,
             in_flight=int(self.config.get("account_concurrency", 10)),
             directory=directory,
-            walk=walk,
+            walk=self._walk,
             wait=self._tap.wait_for,
+            concurrency=self.concurrency,
             after=self.after_scan,
         )
         progress = self._tap.progress
         for kind, account, payload in walks.run():
-            progress.slices_left(self.name, sum(w.scheduler.left() for w in live))
+            progress.slices_left(self.name, walks.slices_left())
             if kind == "records":
                 progress.fetched(self.name, len(payload))
                 for record in payload:

@@ -62,20 +62,32 @@ class Endpoint(t.Protocol):
 
 class Channel:
     """Fetchers to the walk's thread: bounded, so memory stays flat, and closed by the reader
-    when it stops, so that no fetcher waits forever on a reader that has gone."""
+    when it stops, so that no fetcher waits forever on a reader that has gone. A full channel's
+    senders sleep until the reader takes an item or closes it: hundreds of them cost nothing."""
 
     def __init__(self, size: int) -> None:
         self.queue: queue.Queue[tuple[str, t.Any, t.Any]] = queue.Queue(maxsize=size)
         self.closed = threading.Event()
 
     def send(self, item: tuple[str, t.Any, t.Any]) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-            except queue.Full:
-                continue
+        """Whether `item` was queued (False: the reader has gone). As `Queue.put` does, by the
+        hooks `queue` offers for that, but also woken by `close`."""
+        channel = self.queue
+        with channel.not_full:
+            while channel._qsize() >= channel.maxsize and not self.closed.is_set():
+                channel.not_full.wait()
+            if self.closed.is_set():
+                return False
+            channel._put(item)
+            channel.unfinished_tasks += 1
+            channel.not_empty.notify()
             return True
-        return False
+
+    def close(self) -> None:
+        """The reader stops: every sender returns."""
+        with self.queue.not_full:
+            self.closed.set()
+            self.queue.not_full.notify_all()
 
 
 class Walk:
@@ -128,7 +140,7 @@ class Walk:
                 else:
                     running -= 1
         finally:
-            channel.closed.set()
+            channel.close()
 
     def _fetch(self, channel: Channel) -> None:
         """One fetcher: pages through slice after slice until the walk's are all emitted."""

@@ -5,16 +5,26 @@ emulator with connected accounts (`accounts=`); truth is the emulator's own list
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import time
+import typing as t
 from collections import Counter
 
 import pytest
 
 from conftest import BIN, STREAMS, TapRun, parse_messages, tap_config
-from tap_stripe_dd.accounts import EX_PARTIAL, parse_shard, shard_of
+from tap_stripe_dd.accounts import (
+    EX_PARTIAL,
+    Account,
+    AccountWalks,
+    Directory,
+    parse_shard,
+    shard_of,
+)
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.ratelimit import RateLimiter
 
 ACCOUNTS = 12
 OBJECTS = 40
@@ -220,6 +230,22 @@ def rewind(state: dict, unix: int) -> dict:
         for partition in stream.get("partitions", []):
             partition["replication_key_value"] = rewind_mark(unix)
     return bookmarks
+
+
+def test_a_stream_whose_turns_left_are_a_refused_accounts_ends():
+    """Another stream found the account refused first: this one skips its turns and ends,
+    rather than waiting for walks it never started (a run hung so)."""
+    directory = Directory({"account_ids": "all"}, lambda: RateLimiter(100, 100), lookup=None)
+    account = Account("acct_1", True, directory.platform_limiter)
+    directory.refuse(account, "HTTP 403")
+    walks = AccountWalks(
+        None, [(account, 0, 100)], in_flight=1, directory=directory, walk=None, wait=no_hang
+    )
+    assert list(walks.run()) == []
+
+
+def no_hang(pages: queue.Queue) -> t.Any:
+    return pages.get(timeout=5)
 
 
 def test_an_account_gone_from_the_list_is_left_as_it_is(run_tap):

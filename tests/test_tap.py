@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -242,3 +243,22 @@ def test_stream_maps_apply_through_the_sdks_path(emulator, run_tap):
 @given(st.integers(min_value=-(10**10), max_value=10**10))
 def test_unix_times_format_as_strftime_formats_them(unix):
     assert to_rfc3339(unix) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def test_the_environments_proxy_and_no_proxy_are_honoured(emulator, run_tap, monkeypatch):
+    """Each connection's session reads HTTP(S)_PROXY and NO_PROXY once: a proxy that refuses
+    connections fails the run in one line; the API named in NO_PROXY is reached directly."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    config = tap_config(emulator, max_retries=1)
+    refused = run_tap(config)
+    assert refused.returncode != 0 and not refused.records
+    assert "Traceback" not in refused.stderr
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = run_tap(config)
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    assert direct.records
