@@ -35,7 +35,8 @@ platform's takes a one-account entry's cursors over) holds the created bookmark
 it is in the warehouse. It moves only after the sweep's rows (and batch files) have gone out, so a
 run killed at any point sweeps again from the same place. A first run records its start there
 before it loads anything, so changes to what it loads are swept by the next run, however it
-ends; an old created-only entry takes its created bookmark (the previous run's start).
+ends, and reads no events itself: its scan reads every object after every event before its
+start. An old created-only entry takes its created bookmark (the previous run's start).
 
 The 30-day rule: Stripe keeps events 30 days. When a stream's sweep would start before the
 oldest event kept (less an hour's margin for the run itself: a paused schedule, a failed first
@@ -52,6 +53,7 @@ import typing as t
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 from singer_sdk import StreamSchema
 from singer_sdk.schema.source import SchemaDirectory
@@ -163,6 +165,8 @@ class TrackedStream(BookmarkedStream):
         entry = self.account_state(account)
         now = self.stripe_clock()
         known = entry.get(SWEPT) or entry.get("replication_key_value")
+        if not known:
+            self._first_runs.add(account.id)
         swept = self._state_time(SWEPT, known, account) if known else now
         oldest = now - RETENTION + GAP_MARGIN + self.events_lookback
         if swept < oldest:
@@ -207,12 +211,20 @@ class TrackedStream(BookmarkedStream):
                         self._pending_seen[account.id] = min(seen, record["created"])
             yield kind, account, payload
 
+    @cached_property
+    def _first_runs(self) -> set[str]:
+        """The accounts this stream reads for the first time (no cursor, no bookmark): their
+        scan reads every object after every event before the run's start, so their sweep has
+        nothing to read (the next run's starts there)."""
+        return set()
+
     def after_scan(  # type: ignore[override]
         self, account: Account, scan_from: int, scan_to: int
     ) -> Iterator[tuple[str, t.Any]]:
         """An account's sweep, once its scan of `[scan_from, scan_to)` is read (and noted)."""
         pending_from = self._pending_seen.get(account.id, scan_to)
-        return ChangeFeed(self, account, scan_from, min(pending_from, scan_to)).sweep()
+        first = account.id in self._first_runs
+        return ChangeFeed(self, account, scan_from, min(pending_from, scan_to), first).sweep()
 
 
 class EventsEndpoint:
@@ -249,19 +261,25 @@ class ChangeFeed:
     `[scan_from, ...)`, whose oldest object still pending was created at `pending_from`."""
 
     def __init__(
-        self, stream: TrackedStream, account: Account, scan_from: int, pending_from: int
+        self,
+        stream: TrackedStream,
+        account: Account,
+        scan_from: int,
+        pending_from: int,
+        first: bool = False,
     ) -> None:
         self.stream = stream
         self.account = account
         self.scan_from = scan_from
         self.pending_from = pending_from
+        self.first = first  # the account's first run: no events to read (`_first_runs`)
 
     def sweep(self) -> Iterator[tuple[str, t.Any]]:
         """The re-read objects and deletions (`records`), then the cursors (`state`)."""
         stream = self.stream
         if stream.changes_unannounced:
             yield "state", {PENDING: to_rfc3339(self.pending_from)}
-        if not stream.event_types:
+        if not stream.event_types or self.first:
             return
         now = stream.stripe_clock()
         swept = to_unix(stream.account_state(self.account)[SWEPT])

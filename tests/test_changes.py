@@ -521,3 +521,20 @@ def test_meltano_runs_some_killed_keep_duckdb_equal_to_the_truth(emulators, ware
         "SELECT count(*) FROM mystripeapi.customers WHERE deleted AND _sdc_deleted_at IS NOT NULL"
     )
     assert flagged >= 2  # plain SQL sees them
+
+
+def test_a_first_run_reads_no_events_but_the_clock(emulators, tmp_path):
+    """Its scan reads every object after every event before its start: nothing to sweep, and
+    the next run sweeps from that start (a change made after the first run is in its rows)."""
+    emulator = emulators(activity=0)
+    config = tap_config(emulator)
+    model = Model()
+    assert sync(tmp_path, config, model) is not None
+    events = [e for e in emulator.request_log if e.path == "/v1/events"]
+    assert [e.params.get("limit") for e in events] == ["1"], "only the clock's request"
+    customer = emulator.current("customers")[-1]["id"]
+    emulator.write("POST", f"/v1/customers/{customer}", {"name": "After The First Run"})
+    emulator.advance(60)
+    assert sync(tmp_path, config, model) is not None
+    assert model.rows["customers"][customer]["name"] == "After The First Run"
+    assert model.differences(emulator) == []
