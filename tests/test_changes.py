@@ -251,18 +251,22 @@ def test_rounds_of_activity_writes_and_kills_leave_no_difference(emulators, tmp_
 
 def test_each_connected_account_is_swept_with_its_own_cursor(emulators, tmp_path):
     """With `account_ids`, every account's changes and deletions reach its rows (its events
-    and re-reads sent as that account), each cursor in the account's own partition."""
+    and re-reads sent as that account), each cursor in the account's own partition; a run
+    killed with SIGKILL midway (the second round) loses nothing for the next."""
     emulator, config, model = synced(
         emulators, tmp_path, {"account_ids": "all", "max_concurrency": 2}, accounts=3
     )
     accounts = tuple(emulator.connected_accounts)
     rng = random.Random(3)
-    for round_ in range(2):
+    for round_ in range(3):
         start = int(emulator.now())
         for account in (None, *accounts):
             writes(emulator, rng, account, k=4)
         emulator.advance(600)
         assert all(changed_since(emulator, start, a) for a in (None, *accounts)), "no change"
+        if round_ == 1:
+            sync(tmp_path, config, model, kill_after=rng.uniform(0.8, 1.5))
+            emulator.advance(10)
         emulator.clear_log()
         assert sync(tmp_path, config, model) is not None
         assert model.differences(emulator, accounts) == [], f"round {round_}"
