@@ -116,7 +116,7 @@ def bare_walk(
     """Limit 100, one page after the other: with requests + json (`decoded`), the ceiling any
     client can reach."""
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {KEY}"
+    session.headers.update(AUTH)
     session.headers["Stripe-Version"] = STRIPE_VERSION  # as the tap pins it: the same shapes
     began, count = time.perf_counter(), 0
     for stream in streams:

@@ -179,10 +179,6 @@ class Directory:
         self.home = Account(str(account or ""), bool(account), self.limiter())
 
     @property
-    def platform_limiter(self) -> RateLimiter:
-        return self.home.limiter
-
-    @property
     def accounts(self) -> list[Account]:
         with self.lock:
             if self._accounts is None:
@@ -213,7 +209,7 @@ class Directory:
         config = self.config
         if config.get("account_id"):
             return [self.home]
-        platform_limiter = self.platform_limiter
+        platform_limiter = self.home.limiter
         platform = lookup.platform_id(platform_limiter)
         accounts = []
         ids = config.get("account_ids")

@@ -236,7 +236,7 @@ def test_a_stream_whose_turns_left_are_a_refused_accounts_ends():
     """Another stream found the account refused first: this one skips its turns and ends,
     rather than waiting for walks it never started (a run hung so)."""
     directory = Directory({"account_ids": "all"}, lambda: RateLimiter(100, 100), lookup=None)
-    account = Account("acct_1", True, directory.platform_limiter)
+    account = Account("acct_1", True, directory.home.limiter)
     directory.refuse(account, "HTTP 403")
     walks = AccountWalks(
         None, [(account, 0, 100)], in_flight=1, directory=directory, walk=None, wait=no_hang
