@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from test_emulator import AUTH, error, get
+from test_emulator import AUTH, burst, error, get
 
 from tap_stripe_dd.emulator import StripeEmulator
 
@@ -179,14 +179,6 @@ def test_unknown_scripted_kind_is_refused(emu, kind):
 
 
 # Rate limits ----------------------------------------------------------------------------------
-
-
-def burst(emu: StripeEmulator, paths: list[str]) -> list[int]:
-    session = requests.Session()
-    session.headers.update(AUTH)
-    return [
-        session.get(emu.url + path, params={"limit": 1}, timeout=5).status_code for path in paths
-    ]
 
 
 def test_test_mode_allows_25_requests_a_second_overall():
