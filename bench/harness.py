@@ -51,6 +51,17 @@ RUN_JOB = ["run", "stripe-to-duckdb"]
 UNLIMITED = {"rate_limit_per_account": 100_000, "rate_limit_per_endpoint": 100_000}
 
 
+@dataclass(frozen=True)
+class Tree:
+    """A checkout of the project and its venv: this one, or a baseline (bench/baseline.py)."""
+
+    root: Path
+    bin: Path
+
+
+HERE = Tree(ROOT, BIN)
+
+
 @dataclass
 class Row:
     measure: str
@@ -130,9 +141,9 @@ def bare_walk(
     return count, time.perf_counter() - began
 
 
-def catalog_for(streams: list[str], workdir: Path, config: Path) -> Path:
+def catalog_for(streams: list[str], workdir: Path, config: Path, tree: Tree = HERE) -> Path:
     discovered = subprocess.run(
-        [str(BIN / "tap-stripe-dd"), "--config", str(config), "--discover"],
+        [str(tree.bin / "tap-stripe-dd"), "--config", str(config), "--discover"],
         capture_output=True,
         text=True,
         check=True,
@@ -162,6 +173,7 @@ def timed(
     stdin: Path | None = None,
     stdout: Path | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> dict:
     """Runs a command to completion: its wall time and the CPU time of its process tree."""
     began, cpu = time.perf_counter(), children_cpu()
@@ -170,7 +182,7 @@ def timed(
         open(stdout or os.devnull, "wb") as sink,
     ):
         result = subprocess.run(
-            command, stdin=source, stdout=sink, stderr=subprocess.PIPE, cwd=ROOT, env=env
+            command, stdin=source, stdout=sink, stderr=subprocess.PIPE, cwd=cwd, env=env
         )
     if result.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr.decode()[-4000:]}")
@@ -188,13 +200,14 @@ def run_tap(
     output: Path | None = None,
     window: dict = WINDOW,
     state: dict | None = None,
+    tree: Tree = HERE,
     **settings: object,
 ) -> dict:
     """The tap as a process to /dev/null (or `output`): wall time, CPU time and peak RSS."""
     config = workdir / "tap.json"
     config.write_text(json.dumps({"api_key": KEY, "api_url": url, **window} | settings))
-    command = [str(BIN / "tap-stripe-dd"), "--config", str(config)]
-    command += ["--catalog", str(catalog_for(streams, workdir, config))]
+    command = [str(tree.bin / "tap-stripe-dd"), "--config", str(config)]
+    command += ["--catalog", str(catalog_for(streams, workdir, config, tree))]
     if state is not None:
         (workdir / "state.json").write_text(json.dumps(state))
         command += ["--state", str(workdir / "state.json")]
@@ -348,22 +361,13 @@ def last_state(output: Path) -> dict:
 def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
     """The job as meltano.yml has it (batch files included), on enough data that a long sync's
     pace, not Meltano's start-up, decides; the start-up is its own row: a run with nothing new."""
-    env = os.environ | {
-        "MELTANO_DATABASE_URI": f"sqlite:///{workdir}/meltano.db",
-        "TAP_STRIPE_DD_API_KEY": KEY,
-        "TAP_STRIPE_DD_START_DATE": WINDOW["start_date"],
-        "TAP_STRIPE_DD_END_DATE": WINDOW["end_date"],
-        "TAP_STRIPE_DD_RATE_LIMIT_PER_ACCOUNT": str(UNLIMITED["rate_limit_per_account"]),
-        "TAP_STRIPE_DD_RATE_LIMIT_PER_ENDPOINT": str(UNLIMITED["rate_limit_per_endpoint"]),
-        "TARGET_DUCKDB_PATH": str(workdir / "bench.duckdb"),
-    }
+    env = job_env(workdir / "job")
     meltano("install", env=env)
     messages = workdir / "singer.jsonl"
     batches = {"encoding": {"format": "jsonl"}, "storage": {"root": str(workdir / "batches")}}
     with emulator(objects) as url:
-        env["TAP_STRIPE_DD_API_URL"] = url
-        run = timed([str(BIN / "meltano"), "--environment", "dev", *RUN_JOB], env=env)
-        nothing_new = timed([str(BIN / "meltano"), "--environment", "dev", *RUN_JOB], env=env)
+        run = run_job(url, env)
+        nothing_new = run_job(url, env)
         tap_only = run_tap(url, STREAMS, workdir, messages, batch_config=batches, **UNLIMITED)
         records = workdir / "records.jsonl"
         dump_records(url, records)
@@ -437,9 +441,30 @@ def p3_end_to_end(objects: int, workdir: Path) -> list[Row]:
     ]
 
 
-def meltano(*args: str, env: dict[str, str]) -> None:
+def job_env(folder: Path) -> dict[str, str]:
+    """The main job's environment, limiter lifted, with its own system database (so its own
+    state) and warehouse in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return os.environ | {
+        "MELTANO_DATABASE_URI": f"sqlite:///{folder}/meltano.db",
+        "TAP_STRIPE_DD_API_KEY": KEY,
+        "TAP_STRIPE_DD_START_DATE": WINDOW["start_date"],
+        "TAP_STRIPE_DD_END_DATE": WINDOW["end_date"],
+        "TAP_STRIPE_DD_RATE_LIMIT_PER_ACCOUNT": str(UNLIMITED["rate_limit_per_account"]),
+        "TAP_STRIPE_DD_RATE_LIMIT_PER_ENDPOINT": str(UNLIMITED["rate_limit_per_endpoint"]),
+        "TARGET_DUCKDB_PATH": str(folder / "bench.duckdb"),
+    }
+
+
+def run_job(url: str, env: dict[str, str], tree: Tree = HERE) -> dict:
+    """`meltano run` of the main job, as meltano.yml has it, against the emulator at `url`."""
+    command = [str(tree.bin / "meltano"), "--environment", "dev", *RUN_JOB]
+    return timed(command, env=env | {"TAP_STRIPE_DD_API_URL": url}, cwd=tree.root)
+
+
+def meltano(*args: str, env: dict[str, str], tree: Tree = HERE) -> None:
     result = subprocess.run(
-        [str(BIN / "meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+        [str(tree.bin / "meltano"), *args], cwd=tree.root, env=env, capture_output=True, text=True
     )
     if result.returncode:
         sys.exit(f"meltano {' '.join(args)} failed:\n{result.stderr[-4000:]}")
@@ -458,6 +483,9 @@ def dump_records(url: str, path: Path) -> None:
     path.write_text(json.dumps(objects))
 
 
+P4_SMALL = 10_000  # charges: P4's peak RSS on a large data set is compared with this one's
+
+
 def p4_memory(small: int, large: int, workdir: Path) -> Row:
     peaks = {}
     for objects in (small, large):
@@ -471,11 +499,13 @@ def p4_memory(small: int, large: int, workdir: Path) -> Row:
     )
 
 
-def peak_rss(url: str, workdir: Path) -> float:
+def peak_rss(url: str, workdir: Path, tree: Tree = HERE) -> float:
     """Each measurement in a fresh child, since RUSAGE_CHILDREN keeps the largest so far."""
     code = (
-        "import resource;from pathlib import Path;from bench.harness import run_tap, UNLIMITED;"
-        f"run_tap({url!r}, ['charges'], Path({str(workdir)!r}), **UNLIMITED);"
+        "import resource;from pathlib import Path;"
+        "from bench.harness import run_tap, Tree, UNLIMITED;"
+        f"run_tap({url!r}, ['charges'], Path({str(workdir)!r}), "
+        f"tree=Tree(Path({str(tree.root)!r}), Path({str(tree.bin)!r})), **UNLIMITED);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)"
     )
     result = subprocess.run(
@@ -485,34 +515,40 @@ def peak_rss(url: str, workdir: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.accounts import p6_accounts, p6_memory  # which import this module
+    from bench.baseline import BASELINE, b_baseline
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller data sets, same measures")
     parser.add_argument(
         "--only",
-        choices=["E", "P1", "P2", "P3", "P4", "P5", "I", "P6"],
+        choices=["E", "P1", "P2", "P3", "P4", "P5", "I", "P6", "B"],
         action="append",
-        help="run only these measures (repeatable); RESULTS.md is then left as it is",
+        help="run only these measures (repeatable); RESULTS.md is then left as it is. B (this "
+        "tree against --baseline, on P1-P4's data) runs only when asked for",
     )
+    parser.add_argument("--baseline", default=BASELINE, help="B's git revision (%(default)s)")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    from bench.accounts import p6_accounts, p6_memory  # which imports this module
-
+    size = {"P1": 20_000, "P2": 20_000, "P3": 50_000, "P4": 1_000_000}
+    size = {name: objects // scale for name, objects in size.items()}
     measures: dict[str, Callable[[Path], list[Row]]] = {
         "E": lambda workdir: e_emulator(100_000 // scale, workdir),
-        "P1": lambda workdir: p1_overhead(20_000 // scale, workdir),
-        "P2": lambda workdir: p2_rate_limit(20_000 // scale, workdir),
-        "P3": lambda workdir: p3_end_to_end(50_000 // scale, workdir),
-        "P4": lambda workdir: [p4_memory(10_000, 1_000_000 // scale, workdir)],
+        "P1": lambda workdir: p1_overhead(size["P1"], workdir),
+        "P2": lambda workdir: p2_rate_limit(size["P2"], workdir),
+        "P3": lambda workdir: p3_end_to_end(size["P3"], workdir),
+        "P4": lambda workdir: [p4_memory(P4_SMALL, size["P4"], workdir)],
         "I": lambda workdir: i_incremental(10_000 // scale, 1_000 // scale, workdir),
         "P5": lambda workdir: p5_changes(5_000 // scale, 10_000 // scale, workdir),
         "P6": lambda workdir: [
             *p6_accounts(1_000 // scale, 20, workdir),
             p6_memory(1_000 // scale, 3, workdir),
         ],
+        "B": lambda workdir: b_baseline(size, workdir, args.baseline),
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only or measures:
+        for name in args.only or [name for name in measures if name != "B"]:
             measured = measures[name](Path(tmp))
             for row in measured:  # as it comes: a long run on a shared machine may not end
                 print(row.line(), flush=True)
