@@ -43,7 +43,8 @@ oldest event kept (less an hour's margin for the run itself: a paused schedule, 
 sync, an old state restored), what changed in between cannot be read: `events_gap: resync`
 (default) re-reads the stream from `start_date`, sweeping the events still kept (for
 deletions), and says so in one line; `fail` stops with one line. A resync killed midway is
-resumed as a first run would be, its sweep cursor already inside the 30 days.
+resumed as a first run would be, its sweep cursor already inside the 30 days. Objects deleted
+before the oldest event kept are the rows the completed resync did not list: resyncs.py.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from tap_stripe_dd.client import STRIPE_EPOCH, StripeStream, page_problem, schem
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.fetching import Page, PageRequest, Walk
 from tap_stripe_dd.records import DAY, to_rfc3339
+from tap_stripe_dd.resyncs import RESYNC, began
 
 if t.TYPE_CHECKING:
     from tap_stripe_dd.accounts import Account
@@ -115,7 +117,7 @@ class TrackedStream(BookmarkedStream):
     #: Whether objects change with no event (`status` pending until `available_on`).
     changes_unannounced: t.ClassVar[bool] = False
 
-    carried_state = (*BookmarkedStream.carried_state, SWEPT, PENDING)
+    carried_state = (*BookmarkedStream.carried_state, SWEPT, PENDING, RESYNC)
 
     def sync_window(self, state: dict | None = None) -> tuple[int, int]:
         """Before anything is written (state None: the run's check), each account's sweep is
@@ -163,6 +165,8 @@ class TrackedStream(BookmarkedStream):
         if not self.event_types:
             return
         entry = self.account_state(account)
+        if entry.get(RESYNC, {}).get("listed"):  # confirmed, so its rows are marked
+            del entry[RESYNC]
         now = self.stripe_clock()
         known = entry.get(SWEPT) or entry.get("replication_key_value")
         if not known:
@@ -178,12 +182,14 @@ class TrackedStream(BookmarkedStream):
                     "from start_date)"
                 )
                 raise UserError(msg)
-            unseen = (
-                f"; rows of objects deleted before {to_rfc3339(oldest - self.events_lookback)} "
-                "stay unflagged"
-                if self.deletable
-                else ""
-            )
+            unseen = ""
+            if self.deletable:
+                entry[RESYNC] = began(account.id)
+                unseen = (
+                    "; rows it no longer lists (objects deleted before "
+                    f"{to_rfc3339(oldest - self.events_lookback)}) are marked deleted once it "
+                    "is complete, by this project's loaders (resyncs.py)"
+                )
             self.logger.warning(
                 "%s, and Stripe keeps events for 30 days only: re-reading %s from "
                 "start_date (events_gap: resync)%s",
@@ -279,9 +285,12 @@ class ChangeFeed:
         stream = self.stream
         if stream.changes_unannounced:
             yield "state", {PENDING: to_rfc3339(self.pending_from)}
+        now = stream.stripe_clock()
+        note = stream.account_state(self.account).get(RESYNC)
+        if note and not note.get("listed"):  # the scan that re-read it all is in
+            yield "state", {RESYNC: {**note, "listed": to_rfc3339(now)}}
         if not stream.event_types or self.first:
             return
-        now = stream.stripe_clock()
         swept = to_unix(stream.account_state(self.account)[SWEPT])
         changes = self.changes(swept - stream.events_lookback, now)
         config = stream.config

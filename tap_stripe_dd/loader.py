@@ -68,6 +68,7 @@ from target_duckdb.db_sync import (
 from tap_stripe_dd.batches import RunClaims, batch_records
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
+from tap_stripe_dd.resyncs import COLUMNS, Resync, completed
 from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
@@ -382,7 +383,7 @@ class StateTracker:
     """Remembers the last STATE the tap sent and the last one this target emitted."""
 
     def __init__(
-        self, wait_for_rows: Callable[[], None], before_emit: Callable[[], None] = lambda: None
+        self, wait_for_rows: Callable[[], None], before_emit: Callable[[Any], None] = lambda _: None
     ) -> None:
         self.wait_for_rows = wait_for_rows
         self.before_emit = before_emit
@@ -399,7 +400,7 @@ class StateTracker:
     def emit(self, state: Any) -> None:
         self.wait_for_rows()  # a STATE confirms rows only once they are in the warehouse
         if state is not None:
-            self.before_emit()
+            self.before_emit(state)
         UPSTREAM_EMIT_STATE(state)
         if state is not None:
             self.emitted = state
@@ -414,6 +415,36 @@ class StateTracker:
         self.wait_for_rows()
         if self.received is not None and self.received != self.emitted:
             self.emit(self.received)
+
+
+class UnlistedRows:
+    """Marks (or with `hard_delete` removes) the rows a completed resync did not list
+    (resyncs.py), before the STATE that notes it is confirmed; each resync once a run."""
+
+    def __init__(self, connection: LoaderConnection, config: dict) -> None:
+        self.connection = connection
+        self.schema = config.get("default_target_schema")
+        self.hard_delete = bool(config.get("hard_delete"))
+        self.done: set[Resync] = set()
+
+    def __call__(self, state: Any) -> None:
+        for resync in completed(state):
+            if resync in self.done or not self.schema:
+                continue
+            table = resync.stream.replace(".", "_").replace("-", "_").lower()  # as upstream's
+            found = self.connection.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ?",
+                [self.schema.lower(), table],
+            ).fetchall()
+            if {column for (column,) in found} >= COLUMNS:
+                sql, params = resync.statement(
+                    f'"{self.schema.lower()}"."{table}"', self.hard_delete, lambda name: f"${name}"
+                )
+                (marked,) = self.connection.execute(sql, params).fetchone()
+                if marked:
+                    print(resync.said("target-duckdb", marked, self.hard_delete), file=sys.stderr)
+            self.done.add(resync)
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -438,7 +469,13 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     BATCH messages read as their records."""
     loader_connection = LoaderConnection(connection)
     publisher = Publisher(connection, published_path(config))
-    tracker = StateTracker(loader_connection.wait, publisher.when_due)
+    unlisted = UnlistedRows(loader_connection, config)
+
+    def before_emit(state: Any) -> None:
+        unlisted(state)
+        publisher.when_due()
+
+    tracker = StateTracker(loader_connection.wait, before_emit)
     target_duckdb.emit_state = tracker.emit
     target_duckdb.json = FastJson(tracker.loads)
     claims = RunClaims()

@@ -6,18 +6,24 @@ query tool's "last sync" is `_sdc_batched_at`), and it leaves the file on disk, 
 tap's next run would find it. The files hold Stripe data (customers' names, e-mails), and none
 may outlive its run (batches.py). Here each file's records go through upstream's RECORD path,
 and the file is deleted once read, under its run's claim, as the DuckDB loader does
-(loader.py). Meltano installs this beside upstream, in the loader's own environment.
+(loader.py). Before a STATE is confirmed, the rows a completed resync did not list are marked
+deleted, or removed with `hard_delete` (resyncs.py), as the DuckDB loader does too. Meltano
+installs this beside upstream, in the loader's own environment.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 
 import msgspec
+import sqlalchemy
+from target_postgres.connector import PostgresConnector
 from target_postgres.target import TargetPostgres
 
 from tap_stripe_dd.batches import RunClaims, batch_records
 from tap_stripe_dd.errors import UserError
+from tap_stripe_dd.resyncs import COLUMNS, Resync, completed
 
 CLAIMS = RunClaims()
 
@@ -28,6 +34,38 @@ class BatchesAsRecords(TargetPostgres):
     def _process_batch_message(self, message_dict: dict) -> None:
         for record in batch_records(message_dict, CLAIMS, msgspec.json.decode):
             self._process_record_message(record)
+
+    def _write_state_message(self, state: dict) -> None:
+        """Called once every sink is drained: the rows before this STATE are in."""
+        for resync in completed(state):
+            if resync not in self._resyncs_done:
+                self._mark_unlisted(resync)
+                self._resyncs_done.add(resync)
+        super()._write_state_message(state)
+
+    @cached_property
+    def _resyncs_done(self) -> set[Resync]:
+        return set()
+
+    @cached_property
+    def _connector(self) -> PostgresConnector:
+        return PostgresConnector(config=dict(self.config))
+
+    def _mark_unlisted(self, resync: Resync) -> None:
+        schema = self.config.get("default_target_schema")
+        engine = self._connector._engine
+        inspector = sqlalchemy.inspect(engine)
+        if not schema or not inspector.has_table(resync.stream, schema=schema):
+            return
+        columns = {column["name"] for column in inspector.get_columns(resync.stream, schema)}
+        if not columns >= COLUMNS:
+            return
+        hard_delete = bool(self.config.get("hard_delete"))
+        sql, params = resync.statement(f'"{schema}"."{resync.stream}"', hard_delete, ":{}".format)
+        with engine.begin() as connection:
+            marked = connection.execute(sqlalchemy.text(sql), params).rowcount
+        if marked:
+            print(resync.said("target-postgres", marked, hard_delete), file=sys.stderr)
 
 
 def main() -> None:

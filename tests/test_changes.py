@@ -25,6 +25,7 @@ from conftest import (
     meltano_env,
     parse_messages,
     remove_files,
+    saved_state,
     tap_config,
 )
 from tap_stripe_dd.changes import DELETED_AT, DELETION_COLUMNS, RETENTION, SWEPT
@@ -542,3 +543,40 @@ def test_a_first_run_reads_no_events_but_the_clock(emulators, tmp_path):
     assert sync(tmp_path, config, model) is not None
     assert model.rows["customers"][customer]["name"] == "After The First Run"
     assert model.differences(emulator) == []
+
+
+@pytest.mark.parametrize("way", ["marked", "hard_delete", "killed midway"])
+def test_a_resync_past_30_days_marks_the_rows_it_no_longer_lists(emulators, warehouse, way):
+    """Customers deleted while the schedule was paused 40 days have no event left: the rows
+    the completed resync did not write are marked deleted (removed with `hard_delete`) before
+    its STATE is confirmed, also when a first try was killed midway; once (the next run drops
+    the note, the marks stay as they are)."""
+    emulator = emulators(activity=0)
+    env = meltano_env(MELTANO_KEY)
+    if way == "hard_delete":
+        env["TARGET_DUCKDB_HARD_DELETE"] = "true"
+    wh = warehouse(emulator, **env)
+    wh.run_job()
+    gone = [customer["id"] for customer in emulator.current("customers")[-3:]]
+    for customer in gone:
+        emulator.write("DELETE", f"/v1/customers/{customer}")
+    emulator.advance(40 * DAY)
+    if way == "killed midway":
+        emulator.clear_log()
+        killed = kill_meltano_run(wh, emulator, lambda: len(emulator.request_log) > 12)
+        remove_files(killed.leftovers)
+    forced = (*RUN_JOB[:3], "--force", RUN_JOB[3])  # past the killed job
+    run = wh.meltano(*forced)
+    done = "removed" if way == "hard_delete" else "marked deleted"
+    assert f"customers of {emulator.platform_id}: 3 row(s) unlisted, {done}" in run.stderr
+    assert warehouse_differences(wh, emulator) == []
+    marks = "SELECT id, deleted, _sdc_deleted_at FROM mystripeapi.customers WHERE deleted"
+    marked = sorted(wh.query(marks))
+    if way == "hard_delete":
+        assert marked == [] and not set(gone) & set(wh.ids("customers"))
+    else:
+        assert [(i, d) for i, d, _ in marked] == sorted((i, True) for i in gone)
+    emulator.advance(60)
+    again = wh.meltano(*forced)
+    assert "unlisted" not in again.stderr and sorted(wh.query(marks)) == marked
+    assert "resync" not in saved_state(wh.path.with_name("meltano.db"))["bookmarks"]["customers"]

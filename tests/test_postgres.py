@@ -156,3 +156,33 @@ def test_meltano_loads_postgres_exactly_with_state_in_postgres_and_the_query_too
         assert conn.execute("SELECT count(*) FROM mystripeapi.charges").fetchone() == (
             len(emulator.ids("charges")),
         )
+
+
+@pytest.mark.slow
+def test_a_resync_marks_in_postgres_the_rows_it_no_longer_lists_of_its_account_only(
+    emulators, pg_database, meltano_installed
+):
+    """A connected account's customers deleted during a 40-day pause: the resync's completed
+    note marks that account's unlisted rows in PostgreSQL, and no other account's."""
+    emulator = emulators(objects=40, accounts=1)
+    account = emulator.connected_accounts[0]
+    warehouse, system = pg_database("warehouse"), pg_database("meltano")
+    env = pg_meltano_env(emulator, warehouse, system) | {"TAP_STRIPE_DD_ACCOUNT_IDS": "all"}
+    job = ("--environment", "dev", "run", "stripe-to-postgres")
+    assert meltano(*job, env=env).returncode == 0
+    gone = sorted(customer["id"] for customer in emulator.current("customers", account)[-2:])
+    for customer in gone:
+        emulator.write("DELETE", f"/v1/customers/{customer}", account=account)
+    emulator.advance(40 * 86_400)
+    run = meltano(*job, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"customers of {account}: 2 row(s) unlisted, marked deleted" in run.stderr
+    with psycopg.connect(warehouse) as conn:
+        rows = conn.execute(
+            "SELECT id, account_id, deleted, _sdc_deleted_at IS NOT NULL FROM mystripeapi.customers"
+        ).fetchall()
+    marked = sorted(row for row in rows if row[2])
+    assert marked == [(customer, account, True, True) for customer in gone]
+    for owner in (emulator.platform_id, account):
+        live = sorted(row[0] for row in rows if row[1] == owner and not row[2])
+        assert live == sorted(emulator.ids("customers", owner)), owner
