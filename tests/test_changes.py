@@ -497,25 +497,34 @@ def warehouse_differences(wh: Warehouse, emulator: StripeEmulator) -> list[str]:
     return found
 
 
-def test_meltano_runs_some_killed_keep_duckdb_equal_to_the_truth(emulators, warehouse):
-    """`meltano run` rounds of activity and writes, one killed with SIGKILL mid-run; DuckDB
-    equals the truth after every completed one, and the Drill-form samples answer as the live
+@pytest.mark.parametrize(
+    "rounds", [3, pytest.param(20, marks=[pytest.mark.soak, pytest.mark.slow])]
+)
+def test_meltano_rounds_some_killed_keep_duckdb_equal_to_the_truth(emulators, warehouse, rounds):
+    """Rounds of activity and writes through `meltano run`, the first and then about half of
+    them killed with SIGKILL at a random point (the group, the tap or the target); DuckDB
+    equals the truth after every completed run, and the Drill-form samples answer as the live
     list: deleted customers left out, newest first."""
-    rng = random.Random(5)
+    rng = random.Random(5 + rounds)
     emulator = emulators(events_lag=0)
     wh = warehouse(emulator, **meltano_env(MELTANO_KEY))
     wh.run_job()
     assert warehouse_differences(wh, emulator) == []
-    for kill in (True,):
+    forced = (*RUN_JOB[:3], "--force", RUN_JOB[3])  # past a killed job
+    for round_ in range(rounds):
         writes(emulator, rng)
         emulator.write("DELETE", f"/v1/customers/{emulator.current('customers')[-1]['id']}")
-        emulator.advance(rng.choice([HOUR, DAY]))
-        if kill:
+        emulator.advance(rng.choice([300, HOUR, DAY]))
+        if round_ == 0 or rng.random() < 0.5:
             emulator.clear_log()
-            killed = kill_meltano_run(wh, emulator, lambda: len(emulator.request_log) > 20)
+            due = rng.randint(3, 30)
+            who = rng.choice(["group", "tap-stripe-dd", "target-duckdb"])
+            killed = kill_meltano_run(
+                wh, emulator, lambda due=due: len(emulator.request_log) > due, who, force=True
+            )
             remove_files(killed.leftovers)
-        wh.meltano(*RUN_JOB[:3], "--force", RUN_JOB[3])
-        assert warehouse_differences(wh, emulator) == []
+        wh.meltano(*forced)
+        assert warehouse_differences(wh, emulator) == [], f"round {round_}"
     with open_warehouse(wh.path) as connection:
         sql = to_duckdb("SELECT id, created FROM `mystripeapi`.`/customers`", connection)
         listed = [row[0] for row in connection.con.execute(sql).fetchall()]
