@@ -302,6 +302,11 @@ class TapStripe(Tap):
         quiet_collector()
         # Progress counts from the first request (Stripe's clock, read by `sync_window`).
         with self.progress.running(stream.name for stream in streams):
+            if streams:  # the run's clock and its accounts: a round trip each, side by side
+                with ThreadPoolExecutor(max_workers=1) as lookup:
+                    accounts = lookup.submit(lambda: self.directory.accounts)
+                    streams[0].stripe_clock()  # first: it proves the key may read events
+                    accounts.result()
             for stream in streams:
                 # Checks each bookmark before anything is written, and creates each stream's
                 # state entry now, so that no thread resizes the shared state later.
