@@ -2,9 +2,12 @@
 
 The generator builds each object as it ends up (a payout `paid`, a dispute `won`). Objects
 young enough that their lifecycle had not finished 30 days before the clock's start are
-instead put back at the start of it (a payout `pending`, a dispute `needs_response`) and
-their steps are scheduled from their `created`, so that the steps before `now` run (and
-record their events) as the account starts, and the later ones as the clock passes. Objects
+instead put back at the start of it (a payout `pending`, a dispute `needs_response` with its
+funds withdrawn) and their steps are scheduled from their `created`, so that the steps before
+`now` run (and record their events) as the account starts, and the later ones as the clock
+passes. A won dispute is decided again when its generated reinstatement was created, and
+embeds that one: no balance transaction is listed twice; one that wins after the data set's
+end adds its reinstatement after the clock's start: a data set of N objects starts with N. Objects
 created in the last 30 days also record their creation events, so the events feed has the
 month Stripe keeps (a refund's with its charge's charge.refunded). Balance transactions
 `pending` at the end of the data become `available` at their `available_on` (without an
@@ -79,8 +82,10 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
     elif resource == "disputes" and status != "charge_refunded":
         warning = status.startswith("warning")
         due_by = obj["evidence_details"]["due_by"]
+        withdrawn, *reinstated = obj["balance_transactions"] or [None]
         state.put(resource, index, {
             **obj,
+            "balance_transactions": [withdrawn] if withdrawn else [],
             "status": "warning_needs_response" if warning else "needs_response",
             "evidence_details": {
                 **obj["evidence_details"], "has_evidence": False, "past_due": False,
@@ -90,8 +95,13 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
         })  # fmt: skip
         if status == "needs_response":
             state.schedule(due_by + 1, "decide_dispute", index, "lost")
-        else:
-            plan_dispute(state, created, index, due_by, "lost" if status == "lost" else "won")
+        elif reinstated:  # won when its generated reinstatement was created, with it
+            plan_dispute(state, created, index, due_by, "won", reinstated[0]["created"])
+        elif status == "under_review" and state.dataset.wins(index):
+            after = max(now, state.dataset.end)
+            plan_dispute(state, created, index, due_by, "won", after=after)
+        else:  # an inquiry's decision closes it whatever the outcome
+            plan_dispute(state, created, index, due_by, "won" if warning else "lost")
 
 
 @action
