@@ -179,3 +179,17 @@ def test_bad_writes_get_stripes_own_texts(living):
         "message": "Refund amount (€10.01) is greater than unrefunded amount on charge (€10.00)",
         "param": "amount",
     }
+
+
+def test_born_chargebacks_record_their_funds_withdrawn(living):
+    month = [d for d in walk(living, "disputes") if d["created"] > NOW - 30 * DAY]
+    recorded = Counter(
+        (e["type"], e["data"]["object"]["id"])
+        for e in living.events()
+        if e["type"] in ("charge.dispute.created", "charge.dispute.funds_withdrawn")
+    )
+    assert month and any(d["balance_transactions"] for d in month)
+    for dispute in month:
+        chargeback = dispute["status"] not in INQUIRY
+        assert recorded["charge.dispute.created", dispute["id"]] == 1
+        assert recorded["charge.dispute.funds_withdrawn", dispute["id"]] == chargeback

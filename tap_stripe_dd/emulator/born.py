@@ -6,12 +6,12 @@ instead put back at the start of it (a payout `pending`, a dispute `needs_respon
 funds withdrawn) and their steps are scheduled from their `created`, so that the steps before
 `now` run (and record their events) as the account starts, and the later ones as the clock
 passes. A won dispute is decided again when its generated reinstatement was created, and
-embeds that one: no balance transaction is listed twice; one that wins after the data set's
-end adds its reinstatement after the clock's start: a data set of N objects starts with N. Objects
-created in the last 30 days also record their creation events, so the events feed has the
-month Stripe keeps (a refund's with its charge's charge.refunded). Balance transactions
-`pending` at the end of the data become `available` at their `available_on` (without an
-event, as on Stripe).
+embeds that one, so no balance transaction is listed twice; one that wins after the data
+set's end adds its reinstatement after the clock's start, so a data set of N objects starts
+with N. Objects created in the last 30 days also record their creation events, so the events
+feed has the month Stripe keeps (a refund's with its charge's charge.refunded, a chargeback's
+with charge.dispute.funds_withdrawn). Balance transactions `pending` at the end of the data
+become `available` at their `available_on` (without an event, as on Stripe).
 """
 
 from __future__ import annotations
@@ -112,10 +112,14 @@ def born(state: State, t: int, resource: str, index: int) -> None:
         kind = CHARGE_EVENTS.get(status, "charge.pending")
     else:
         kind = CREATED_EVENTS[resource]
-    if obj is None:
-        state.emit_born(t, kind, resource, index)
-    else:
-        state.emit(t, kind, resource, obj, None, None)
+    kinds = [kind]
+    if resource == "disputes" and state.field(resource, index)("balance_transactions"):
+        kinds.append("charge.dispute.funds_withdrawn")  # a chargeback's, as a new one records
+    for kind in kinds:
+        if obj is None:
+            state.emit_born(t, kind, resource, index)
+        else:
+            state.emit(t, kind, resource, obj, None, None)
     charge = (
         state.find(state.field(resource, index)("charge") or "") if resource == "refunds" else None
     )
