@@ -186,9 +186,16 @@ def test_links_point_at_existing_consistent_objects(served):
             )
     for transaction in served["balance_transactions"]:
         source = by_id[transaction["source"]]
-        assert (
-            source["object"] == transaction["type"] and source["created"] == transaction["created"]
-        )
+        if transaction["type"] == "adjustment":  # a dispute's, which embeds it
+            assert source["object"] == "dispute" and transaction in source["balance_transactions"]
+            withdrawn = transaction["reporting_category"] == "dispute"
+            assert (source["created"] == transaction["created"]) == withdrawn
+            assert source["created"] <= transaction["created"]
+        else:
+            assert (
+                source["object"] == transaction["type"]
+                and source["created"] == transaction["created"]
+            )
         assert transaction["net"] == transaction["amount"] - transaction["fee"]
 
 

@@ -105,7 +105,9 @@ def test_fault_headers_can_be_scripted(emu):
 def test_auth_faults_mask_the_key(emu):
     emu.script_fault("/v1/charges", kind="401")
     response = get(emu, "/v1/charges")
-    assert error(response, 401)["message"] == "Invalid API Key provided: sk_test_****4242"
+    assert error(response, 401)["message"] == (
+        "Invalid API Key provided: sk_test_***************4242"
+    )
     assert AUTH["Authorization"][15:] not in response.text
 
 

@@ -187,7 +187,11 @@ def test_charge_refund_and_its_balance_transactions(emu):
     now = get(emu, f"/v1/charges/{charge['id']}").json()
     assert (now["amount_refunded"], now["refunded"]) == (500, False)
     too_much = error(post(emu, "/v1/refunds", {"charge": charge["id"], "amount": 1501}), 400)
-    assert (too_much["param"], too_much["code"]) == ("amount", "amount_too_large")
+    assert (too_much["param"], too_much.get("code"), too_much["message"]) == (
+        "amount",
+        None,  # Stripe sends none for this one
+        "Refund amount ($15.01) is greater than unrefunded amount on charge ($15.00)",
+    )
     rest = ok(post(emu, "/v1/refunds", {"charge": charge["id"]}))
     assert rest["amount"] == 1500 and get(emu, f"/v1/charges/{charge['id']}").json()["refunded"]
     again = error(post(emu, "/v1/refunds", {"charge": charge["id"]}), 400)

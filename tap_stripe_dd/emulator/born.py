@@ -2,13 +2,16 @@
 
 The generator builds each object as it ends up (a payout `paid`, a dispute `won`). Objects
 young enough that their lifecycle had not finished 30 days before the clock's start are
-instead put back at the start of it (a payout `pending`, a dispute `needs_response`) and
-their steps are scheduled from their `created`, so that the steps before `now` run (and
-record their events) as the account starts, and the later ones as the clock passes. Objects
-created in the last 30 days also record their creation events, so the events feed has the
-month Stripe keeps (a refund's with its charge's charge.refunded). Balance transactions
-`pending` at the end of the data become `available` at their `available_on` (without an
-event, as on Stripe).
+instead put back at the start of it (a payout `pending`, a dispute `needs_response` with its
+funds withdrawn) and their steps are scheduled from their `created`, so that the steps before
+`now` run (and record their events) as the account starts, and the later ones as the clock
+passes. A won dispute is decided again when its generated reinstatement was created, and
+embeds that one, so no balance transaction is listed twice; one that wins after the data
+set's end adds its reinstatement after the clock's start, so a data set of N objects starts
+with N. Objects created in the last 30 days also record their creation events, so the events
+feed has the month Stripe keeps (a refund's with its charge's charge.refunded, a chargeback's
+with charge.dispute.funds_withdrawn). Balance transactions `pending` at the end of the data
+become `available` at their `available_on` (without an event, as on Stripe).
 """
 
 from __future__ import annotations
@@ -79,8 +82,10 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
     elif resource == "disputes" and status != "charge_refunded":
         warning = status.startswith("warning")
         due_by = obj["evidence_details"]["due_by"]
+        withdrawn, *reinstated = obj["balance_transactions"] or [None]
         state.put(resource, index, {
             **obj,
+            "balance_transactions": [withdrawn] if withdrawn else [],
             "status": "warning_needs_response" if warning else "needs_response",
             "evidence_details": {
                 **obj["evidence_details"], "has_evidence": False, "past_due": False,
@@ -90,8 +95,13 @@ def restart(state: State, resource: str, index: int, obj: Obj, now: int) -> None
         })  # fmt: skip
         if status == "needs_response":
             state.schedule(due_by + 1, "decide_dispute", index, "lost")
-        else:
-            plan_dispute(state, created, index, due_by, "lost" if status == "lost" else "won")
+        elif reinstated:  # won when its generated reinstatement was created, with it
+            plan_dispute(state, created, index, due_by, "won", reinstated[0]["created"])
+        elif status == "under_review" and state.dataset.wins(index):
+            after = max(now, state.dataset.end)
+            plan_dispute(state, created, index, due_by, "won", after=after)
+        else:  # an inquiry's decision closes it whatever the outcome
+            plan_dispute(state, created, index, due_by, "won" if warning else "lost")
 
 
 @action
@@ -102,10 +112,14 @@ def born(state: State, t: int, resource: str, index: int) -> None:
         kind = CHARGE_EVENTS.get(status, "charge.pending")
     else:
         kind = CREATED_EVENTS[resource]
-    if obj is None:
-        state.emit_born(t, kind, resource, index)
-    else:
-        state.emit(t, kind, resource, obj, None, None)
+    kinds = [kind]
+    if resource == "disputes" and state.field(resource, index)("balance_transactions"):
+        kinds.append("charge.dispute.funds_withdrawn")  # a chargeback's, as a new one records
+    for kind in kinds:
+        if obj is None:
+            state.emit_born(t, kind, resource, index)
+        else:
+            state.emit(t, kind, resource, obj, None, None)
     charge = (
         state.find(state.field(resource, index)("charge") or "") if resource == "refunds" else None
     )

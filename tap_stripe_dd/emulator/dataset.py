@@ -41,8 +41,13 @@ INFINITY = 1 << 62
 LOWEST: Key = (-INFINITY, 0)
 HIGHEST: Key = (INFINITY, 0)
 PARTNER_SALT = 0x9A27
+WIN_SALT = 0x3B1D
+WINS = 25  # percent of chargebacks that the merchant wins
+DECIDED_AFTER = 30 * 86_400  # how long after a dispute its reinstatement comes, about
+DECIDED_FROM = 7 * 86_400  # and at least: evidence comes first
 REFUND_WINDOW = 5_000  # objects between a generated charge and its refunds, at most about
 RENDER_CHUNK = 1_000  # objects of one resource rendered before the next resource's turn
+PARTNERS_CACHED = 8_192  # a render chunk's indexes for each resource, and then some
 PARALLEL_FROM = 10_000  # objects per resource from which worker processes pay for their start
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 Settings = tuple[int, str | None, int, int, int]  # seed, account, count, start, end
@@ -107,8 +112,13 @@ class Dataset:
         }
         self._rendered: dict[str, list[bytes]] = {name: [] for name in RESOURCES}
         self.profile = functools.lru_cache(maxsize=16_384)(self._make_profile)
+        # Each object of each resource asks, and links ask for whole groups: worth keeping.
+        self.partner = functools.lru_cache(maxsize=PARTNERS_CACHED)(self._partner)
         self.refund_links = Links(self, "refunds", REFUND_WINDOW)
         self.dispute_links = Links(self, "disputes", LINK_WINDOW)
+        # Objects in DECIDED_AFTER, on average: a won dispute's reinstatement is that many
+        # balance transactions after its withdrawal (see reversal).
+        self.reversal_lag = max(1, count * DECIDED_AFTER // max(1, end - start + 1))
 
     # Ids -------------------------------------------------------------------------------------
 
@@ -186,14 +196,54 @@ class Dataset:
 
     # Links between resources -----------------------------------------------------------------
 
-    def partner(self, index: int) -> str | None:
-        """Whose balance transaction generated balance transaction `index` is: charge, refund or
-        payout `index` (same second); None for added objects."""
+    def _partner(self, index: int) -> str | None:
+        """Whose balance transaction generated balance transaction `index` is: charge, refund,
+        payout or dispute `index` (same second; a dispute's is its funds withdrawn, a
+        chargeback's), "dispute_reversals" if it reinstates dispute `index - reversal_lag`'s
+        funds (see reversal); None for added objects."""
         if index >= self.count:
             return None
+        if index >= self.reversal_lag and self.reversal(index - self.reversal_lag) is not None:
+            return "dispute_reversals"
+        return self._drawn(index)
+
+    def _drawn(self, index: int) -> str:
+        if not index:  # a captured charge first: every generated refund and dispute has one
+            return "charges"
         return SOURCE_KINDS.values[
             mix64(self.key ^ PARTNER_SALT ^ index) % len(SOURCE_KINDS.values)
         ]
+
+    def wins(self, dispute: int) -> bool:
+        """Whether generated dispute `dispute`, if a chargeback, is won (its reinstatement may
+        come after the data set's end, see reversal)."""
+        return (
+            dispute < self.count
+            and self._drawn(dispute) == "disputes"
+            and mix64(self.key ^ WIN_SALT ^ dispute) % 100 < WINS
+        )
+
+    def reversal(self, dispute: int) -> int | None:
+        """The balance transaction reinstating generated dispute `dispute`'s funds, if it was won
+        by the data set's end: `dispute + reversal_lag`, taken from the kind drawn for that index.
+
+        A dispute whose own index is taken so (by the dispute `reversal_lag` before it) has no
+        withdrawal there, so it is not a chargeback and cannot win. Whether an index is taken
+        thus depends on the one `reversal_lag` before it, and so on back while those would win
+        too: a short walk (each step has about a 1 in 7 chance), not a scan; the earliest of the
+        run wins, the next does not (its index is taken), and so on by turns.
+        """
+        lag, count, created = self.reversal_lag, self.count, self.timeline.created
+        run, index = 0, dispute
+        while (
+            index >= 0
+            and index + lag < count
+            and self.wins(index)
+            and created(index + lag) - created(index) >= DECIDED_FROM
+        ):
+            run += 1
+            index -= lag
+        return dispute + lag if run % 2 else None
 
     def earlier(self, resource: str, index: int, rng: Rng, window: int) -> int | None:
         """An object of `resource` created up to `window` objects before object `index`.

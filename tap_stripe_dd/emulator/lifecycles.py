@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from tap_stripe_dd.emulator.objects import (
     AUTHORIZED,
     DECLINED,
-    ZERO_DECIMAL,
     midnight,
     refund_totals,
+    stripe_fee,
+    transaction_fields,
 )
 from tap_stripe_dd.emulator.state import action
 from tap_stripe_dd.emulator.versions import Obj
@@ -35,23 +36,10 @@ if TYPE_CHECKING:
     from tap_stripe_dd.emulator.state import State
 
 HOUR, DAY = 3_600, 86_400
-CATEGORY = {
-    "charge": "charge",
-    "refund": "refund",
-    "refund_failure": "refund_failure",
-    "payout": "payout",
-    "payout_cancel": "payout_reversal",
-    "payout_failure": "payout_reversal",
-    "adjustment": "dispute",  # a dispute's withdrawal; its reinstatement says dispute_reversal
-}
 
 
 def next_id(state: State, resource: str) -> str:
     return state.dataset.id(resource, state.dataset.total(resource))
-
-
-def stripe_fee(amount: int, currency: str) -> int:
-    return amount * 29 // 1000 + (0 if currency in ZERO_DECIMAL else 30)
 
 
 # Balance transactions -----------------------------------------------------------------------
@@ -69,33 +57,10 @@ def add_transaction(
     category: str | None = None,
 ) -> int:
     """A balance transaction of `kind` for `source`; `pending` until `available_on`."""
-    available_on = t if available_on is None else available_on
-    fee_details = [
-        {
-            "amount": fee,
-            "application": None,
-            "currency": currency,
-            "description": "Stripe processing fees" if kind == "charge" else "Dispute fee",
-            "type": "stripe_fee",
-        }
-    ]
-    fields = {
-        "amount": amount,
-        "available_on": available_on,
-        "created": t,
-        "currency": currency,
-        "description": None,
-        "fee": fee,
-        "fee_details": fee_details if fee else [],
-        "net": amount - fee,
-        "reporting_category": category or CATEGORY[kind],
-        "source": source,
-        "status": "available" if available_on <= t else "pending",
-        "type": kind,
-    }
+    fields = transaction_fields(kind, source, amount, currency, t, fee, available_on, category)
     index = state.create(t, "balance_transactions", fields, ())
-    if available_on > t:
-        state.schedule(available_on, "make_available", index)
+    if fields["available_on"] > t:
+        state.schedule(fields["available_on"], "make_available", index)
     return index
 
 

@@ -116,12 +116,15 @@ class Store(Protocol):
     start: int
     end: int
     business: str
+    reversal_lag: int
 
     def id(self, resource: str, index: int) -> str: ...
     def foreign_id(self, prefix: str, number: int, length: int = 24) -> str: ...
     def entry(self, resource: str, index: int) -> Entry: ...
     def profile(self, resource: str, number: int) -> Shared: ...
     def partner(self, index: int) -> str | None: ...
+    def reversal(self, dispute: int) -> int | None: ...
+    def wins(self, dispute: int) -> bool: ...
     def earlier(self, resource: str, index: int, rng: Rng, window: int) -> int | None: ...
     @property
     def refund_links(self) -> Links: ...
@@ -533,27 +536,62 @@ def build_refund(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
 
 # Disputes -----------------------------------------------------------------------------------
 
-DISPUTE_STATUS = WeightedTable(
-    {
-        "won": 30,
-        "lost": 25,
-        "needs_response": 12,
-        "under_review": 13,
-        "warning_closed": 5,
-        "warning_needs_response": 5,
-        "warning_under_review": 5,
-        "charge_refunded": 5,
-    }
-)
+# A generated dispute is a chargeback (funds withdrawn) exactly when its index's balance
+# transaction is its withdrawal (Dataset.partner), and `won` exactly when a later one reinstates
+# its funds (Dataset.reversal); the rest of its status is drawn here among the statuses that fit.
+CHARGEBACK_OPEN = WeightedTable({"lost": 50, "needs_response": 25, "under_review": 25})
+INQUIRY_STATUS = WeightedTable(
+    {"warning_closed": 50, "warning_needs_response": 20, "warning_under_review": 20,
+     "charge_refunded": 10}
+)  # fmt: skip
+DISPUTE_STATUSES = frozenset({"won", *CHARGEBACK_OPEN.values, *INQUIRY_STATUS.values})
 DISPUTE_LIFE = 60 * DAY  # disputes older than this at the data set's end are closed
 DISPUTE_ENDS = {
     "needs_response": "lost",
-    "under_review": "won",
+    "under_review": "lost",  # a win would have its reinstatement, so it is `won` already
     "warning_needs_response": "warning_closed",
     "warning_under_review": "warning_closed",
 }
+DISPUTE_FEE = 1_500
 EVIDENCE_PROFILES = 32  # profiles below this number carry submitted evidence
-assert set(DISPUTE_STATUS.values) <= set(values("dispute", "status"))
+assert set(DISPUTE_STATUSES) <= set(values("dispute", "status"))
+
+
+def dispute_adjustment(amount: int, reinstated: bool) -> tuple[int, int, str]:
+    """A dispute's balance transaction (amount, fee, reporting_category): its funds withdrawn
+    less the dispute fee, or, won, reinstated with it. Generated and living disputes' alike."""
+    if reinstated:
+        return amount + DISPUTE_FEE, 0, "dispute_reversal"
+    return -amount, DISPUTE_FEE, "dispute"
+
+
+def dispute_money(store: Store, index: int) -> tuple[Entry | None, int, str]:
+    """A generated dispute's charge, amount and currency, without building the dispute (its
+    balance transactions need them, and it embeds them)."""
+    link = store.dispute_links.child(index)
+    charge = None if link.charge is None else store.entry("charges", link.charge)
+    if charge is None:
+        return None, link.amount, "usd"
+    return charge, charge.get("amount"), charge.get("currency")
+
+
+def dispute_status(store: Store, index: int, created: int, chargeback: bool, rng: Rng) -> str:
+    """A status that fits the dispute's balance transactions (see CHARGEBACK_OPEN)."""
+    old = created < store.end - DISPUTE_LIFE  # long over: open states have ended
+    if not chargeback:
+        status = INQUIRY_STATUS.draw(rng)
+    elif store.reversal(index) is not None:
+        return "won"
+    elif store.wins(index):  # it wins after the data set's end: open until then
+        status = "under_review"
+    else:
+        status = CHARGEBACK_OPEN.draw(rng)
+    return DISPUTE_ENDS.get(status, status) if old else status
+
+
+def rendered(store: Store, resource: str, index: int) -> Fields:
+    """An object as the API serves it, to embed in another."""
+    return json.loads(store.entry(resource, index).json)
 
 
 def dispute_profile(store: Store, number: int, rng: Rng) -> Fields:
@@ -586,22 +624,26 @@ def dispute_profile(store: Store, number: int, rng: Rng) -> Fields:
 
 def build_dispute(store: Store, index: int, created: int, rng: Rng) -> tuple[Fields, Shared]:
     """A dispute of an earlier captured charge (see links.py), for its amount, with a deadline
-    for evidence."""
-    charge_index = store.dispute_links.child(index).charge
-    charge = None if charge_index is None else store.entry("charges", charge_index)
-    status = DISPUTE_STATUS.draw(rng)
-    if created < store.end - DISPUTE_LIFE:  # long over: open states have ended
-        status = DISPUTE_ENDS.get(status, status)
+    for evidence; a chargeback embeds its balance transactions, as the API serves them."""
+    charge, amount, currency = dispute_money(store, index)
+    chargeback = store.partner(index) == "disputes"
+    status = dispute_status(store, index, created, chargeback, rng)
+    reversal = store.reversal(index) if chargeback else None
+    transactions = [index] if reversal is None else [index, reversal]
     submitted = status in ("won", "lost", "under_review", "warning_under_review")
     due_by = midnight(created, rng.between(7, 21)) - 1
     return {
         "id": store.id("disputes", index),
         "object": "dispute",
-        "amount": charge.get("amount") if charge else price(rng, "usd"),
-        "balance_transactions": [],
+        "amount": amount,
+        "balance_transactions": [
+            rendered(store, "balance_transactions", transaction) for transaction in transactions
+        ]
+        if chargeback
+        else [],
         "charge": charge.get("id") if charge else None,
         "created": created,
-        "currency": charge.get("currency") if charge else "usd",
+        "currency": currency,
         "evidence_details": {
             "due_by": due_by,
             "enhanced_eligibility": {},
@@ -674,9 +716,76 @@ def build_payout(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
 
 # Balance transactions -----------------------------------------------------------------------
 
-SOURCE_KINDS = WeightedTable({"charges": 70, "refunds": 15, "payouts": 15})
-BALANCE_TYPE = {"charges": "charge", "refunds": "refund", "payouts": "payout"}
-assert set(BALANCE_TYPE.values()) <= set(values("balance_transaction", "type"))
+# Whose balance transaction generated transaction i is (Dataset.partner): object i of one of
+# these resources. Object counts are equal per resource, so this is also the share of charges
+# captured, disputes that are chargebacks, ...: most disputes are chargebacks, as on Stripe,
+# at the cost of the captured charges' share. Besides, some transactions reinstate a won
+# dispute's funds ("dispute_reversals"), instead of the kind drawn here.
+SOURCE_KINDS = WeightedTable({"charges": 32, "refunds": 4, "payouts": 4, "disputes": 60})
+IMPORTED_KINDS = WeightedTable({"charges": 70, "refunds": 15, "payouts": 15})  # add_objects'
+BALANCE_TYPE = {
+    "charges": "charge",
+    "refunds": "refund",
+    "payouts": "payout",
+    "disputes": "adjustment",
+    "dispute_reversals": "adjustment",
+}
+CATEGORY = {
+    "charge": "charge",
+    "refund": "refund",
+    "refund_failure": "refund_failure",
+    "payout": "payout",
+    "payout_cancel": "payout_reversal",
+    "payout_failure": "payout_reversal",
+    "adjustment": "dispute",  # a dispute's withdrawal; its reinstatement says dispute_reversal
+}
+assert set(BALANCE_TYPE.values()) | set(CATEGORY) <= set(values("balance_transaction", "type"))
+
+
+def stripe_fee(amount: int, currency: str) -> int:
+    return amount * 29 // 1000 + (0 if currency in ZERO_DECIMAL else 30)
+
+
+def transaction_fields(
+    kind: str,
+    source: str | None,
+    amount: int,
+    currency: str,
+    created: int,
+    fee: int = 0,
+    available_on: int | None = None,
+    category: str | None = None,
+    as_of: int | None = None,
+    description: str | None = None,
+) -> Fields:
+    """A balance transaction's fields, for generated and living ones alike: `pending` until
+    `available_on` (default `created`), as it is at `as_of` (default `created`)."""
+    available_on = created if available_on is None else available_on
+    as_of = created if as_of is None else as_of
+    fee_details = [
+        {
+            "amount": fee,
+            "application": None,
+            "currency": currency,
+            "description": "Stripe processing fees" if kind == "charge" else "Dispute fee",
+            "type": "stripe_fee",
+        }
+    ]
+    return {
+        "amount": amount,
+        "available_on": available_on,
+        "balance_type": "payments",
+        "created": created,
+        "currency": currency,
+        "description": description,
+        "fee": fee,
+        "fee_details": fee_details if fee else [],
+        "net": amount - fee,
+        "reporting_category": category or CATEGORY[kind],
+        "source": source,
+        "status": "pending" if available_on > as_of else "available",
+        "type": kind,
+    }
 
 
 def no_profile(store: Store, number: int, rng: Rng) -> Fields:
@@ -687,43 +796,37 @@ def build_balance_transaction(
     store: Store, index: int, created: int, rng: Rng
 ) -> tuple[Fields, Shared]:
     """The balance side of object `index` of one of the other resources (or, for added ones,
-    of an existing object): charges add funds less Stripe's fee, refunds and payouts take them."""
+    of an existing object): charges add funds less Stripe's fee, refunds and payouts take them,
+    a chargeback takes its amount and the dispute fee; or a won dispute's reinstatement."""
     partner = store.partner(index)
-    kind = partner or SOURCE_KINDS.draw(rng)
-    source_index = index if partner else store.earlier(kind, index, rng, store.count)
-    source = None if source_index is None else store.entry(kind, source_index)
-    gross = source.get("amount") if source else price(rng, "usd")
-    currency = source.get("currency") if source else "usd"
-    amount = gross if kind == "charges" else -gross
-    fee = gross * 29 // 1000 + (0 if currency in ZERO_DECIMAL else 30) if kind == "charges" else 0
-    available_on = midnight(created, 2) if kind == "charges" else created
-    return {
-        "id": store.id("balance_transactions", index),
-        "object": "balance_transaction",
-        "amount": amount,
-        "available_on": available_on,
-        "balance_type": "payments",
-        "created": created,
-        "currency": currency,
-        "description": source.get("description") if source else None,
-        "fee": fee,
-        "fee_details": [
-            {
-                "amount": fee,
-                "application": None,
-                "currency": currency,
-                "description": "Stripe processing fees",
-                "type": "stripe_fee",
-            }
-        ]
-        if fee
-        else [],
-        "net": amount - fee,
-        "reporting_category": BALANCE_TYPE[kind],
-        "source": source.get("id") if source else None,
-        "status": "pending" if available_on > store.end else "available",
-        "type": BALANCE_TYPE[kind],
-    }, store.profile("balance_transactions", 0)
+    if partner in ("disputes", "dispute_reversals"):
+        dispute = index if partner == "disputes" else index - store.reversal_lag
+        _, gross, currency = dispute_money(store, dispute)
+        amount, fee, category = dispute_adjustment(gross, partner == "dispute_reversals")
+        fields = transaction_fields(
+            "adjustment", store.id("disputes", dispute), amount, currency, created, fee,
+            category=category, as_of=store.end,
+        )  # fmt: skip
+    else:
+        kind = partner or IMPORTED_KINDS.draw(rng)
+        source_index = index if partner else store.earlier(kind, index, rng, store.count)
+        source = None if source_index is None else store.entry(kind, source_index)
+        gross = source.get("amount") if source else price(rng, "usd")
+        currency = source.get("currency") if source else "usd"
+        charge = kind == "charges"
+        fields = transaction_fields(
+            BALANCE_TYPE[kind],
+            source.get("id") if source else None,
+            gross if charge else -gross,
+            currency,
+            created,
+            stripe_fee(gross, currency) if charge else 0,
+            midnight(created, 2) if charge else created,
+            as_of=store.end,
+            description=source.get("description") if source else None,
+        )
+    own = {"id": store.id("balance_transactions", index), "object": "balance_transaction"}
+    return own | fields, store.profile("balance_transactions", 0)
 
 
 RESOURCES = {

@@ -67,7 +67,8 @@ class StripeError(Exception):
         self.headers = headers or {}
         error: dict[str, str] = {"type": kind, "message": message}
         if code:
-            error |= {"code": code, "doc_url": f"https://stripe.com/docs/error-codes/{code}"}
+            doc = code.replace("_", "-")  # Stripe's pages: error-codes/resource-missing
+            error |= {"code": code, "doc_url": f"https://stripe.com/docs/error-codes/{doc}"}
         if param:
             error["param"] = param
         self.body = {"error": error}
@@ -77,11 +78,13 @@ class StripeError(Exception):
 
 
 def mask(key: str) -> str:
-    """How Stripe shows a key in errors: the prefix and at most the last four characters."""
+    """How Stripe shows a key in errors: the prefix, a star for each hidden character, and the
+    last four characters (all stars if there are no more than four)."""
     prefix = KEY_PREFIX.match(key)
     head = prefix.group() if prefix else ""
-    tail = key[-4:] if len(key) - len(head) >= 12 else ""
-    return f"{head}****{tail}"
+    body = key[len(head) :]
+    shown = body[-4:] if len(body) > 4 else ""
+    return f"{head}{'*' * (len(body) - len(shown))}{shown}"
 
 
 def api_key(headers: dict[str, str]) -> str | None:

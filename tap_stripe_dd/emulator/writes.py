@@ -18,7 +18,7 @@ from tap_stripe_dd.emulator.lifecycles import (
 )
 from tap_stripe_dd.emulator.protocol import integer, invalid, no_such, unknown_parameter
 from tap_stripe_dd.emulator.versions import Obj
-from tap_stripe_dd.emulator.vocabulary import CURRENCIES
+from tap_stripe_dd.emulator.vocabulary import CURRENCIES, ZERO_DECIMAL
 
 if TYPE_CHECKING:
     from tap_stripe_dd.emulator.state import State
@@ -58,6 +58,16 @@ EVIDENCE_FIELDS = frozenset(
 )
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 Write = Callable[["State", int, str | None, "Form", str], tuple[str, int]]
+
+
+SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
+
+
+def money(amount: int, currency: str) -> str:
+    """An amount as Stripe's messages write it: "$6.00", "€7.00" (others "6.00 CHF")."""
+    major = str(amount) if currency in ZERO_DECIMAL else f"{amount // 100}.{amount % 100:02d}"
+    symbol = SYMBOLS.get(currency)
+    return f"{symbol}{major}" if symbol else f"{major} {currency.upper()}"
 
 
 class Form:
@@ -173,10 +183,11 @@ def refund_create(state: State, t: int, _: str | None, form: Form, request: str)
         )
     amount = form.amount() if "amount" in form.plain else left
     if amount > left:
-        raise invalid(
-            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+        raise invalid(  # Stripe's text, in the charge's currency, and no code
+            f"Refund amount ({money(amount, charge['currency'])}) is greater than unrefunded "
+            f"amount on charge ({money(left, charge['currency'])})",
             "amount",
-            "amount_too_large",
+            None,
         )
     reason = form.plain.get("reason") or None
     if reason is not None and reason not in REFUND_REASONS:
