@@ -718,10 +718,12 @@ def build_payout(store: Store, index: int, created: int, rng: Rng) -> tuple[Fiel
 
 # Whose balance transaction generated transaction i is (Dataset.partner): object i of one of
 # these resources. Object counts are equal per resource, so this is also the share of charges
-# captured, disputes that are chargebacks, ...: most disputes are chargebacks, as on Stripe,
-# at the cost of the captured charges' share. Besides, some transactions reinstate a won
-# dispute's funds ("dispute_reversals"), instead of the kind drawn here.
-SOURCE_KINDS = WeightedTable({"charges": 32, "refunds": 4, "payouts": 4, "disputes": 60})
+# captured, disputes that are chargebacks, ...: the transactions keep a Stripe account's mix
+# (most are charges', most charges captured), so with as many disputes as charges (Stripe has
+# one in hundreds) only about a sixth of them are chargebacks, the rest inquiries. Besides,
+# some transactions reinstate a won dispute's funds ("dispute_reversals"), instead of the kind
+# drawn here.
+SOURCE_KINDS = WeightedTable({"charges": 60, "refunds": 12, "payouts": 12, "disputes": 16})
 IMPORTED_KINDS = WeightedTable({"charges": 70, "refunds": 15, "payouts": 15})  # add_objects'
 BALANCE_TYPE = {
     "charges": "charge",
