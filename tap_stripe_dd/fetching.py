@@ -122,9 +122,9 @@ class Walk:
     def run(self) -> Iterator[tuple[str, t.Any]]:
         """Pages (`records`) in the order fetchers read them and, each time the completed
         prefix of slices grows, its end (`bookmark`)."""
-        # A page from each fetcher and two to spare: the reader sets the pace, and each page
-        # waiting is ~1 MB of decoded objects (the account's walks hold another, accounts.py).
-        channel = Channel(size=self.concurrency + 2)
+        # A page from each fetcher: the reader sets the pace, and each page waiting is ~1 MB of
+        # decoded objects (the fetchers hold one each too, and the account's walks another).
+        channel = Channel(size=self.concurrency)
         for _ in range(self.concurrency):
             threading.Thread(target=self._fetch, args=(channel,), daemon=True).start()
         running = self.concurrency

@@ -230,7 +230,7 @@ class Dataset:
         A dispute whose own index is taken so (by the dispute `reversal_lag` before it) has no
         withdrawal there, so it is not a chargeback and cannot win. Whether an index is taken
         thus depends on the one `reversal_lag` before it, and so on back while those would win
-        too: a short walk (each step has about a 1 in 7 chance), not a scan; the earliest of the
+        too: a short walk (each step has about a 1 in 25 chance), not a scan; the earliest of the
         run wins, the next does not (its index is taken), and so on by turns.
         """
         lag, count, created = self.reversal_lag, self.count, self.timeline.created
