@@ -303,7 +303,7 @@ class AccountWalks:
         )
 
     def run(self) -> Iterator[tuple[str, Account, t.Any]]:
-        channel = Channel(size=self.in_flight)  # each walk buffers its own pages
+        channel = Channel(size=2 * self.in_flight)
         running = 0
         try:
             while self.waiting or running:
