@@ -68,7 +68,7 @@ from target_duckdb.db_sync import (
 from tap_stripe_dd.batches import RunClaims, batch_records
 from tap_stripe_dd.errors import UserError
 from tap_stripe_dd.query.warehouse import SOURCE_NAME, SOURCE_RULE
-from tap_stripe_dd.resyncs import COLUMNS, Resync, completed
+from tap_stripe_dd.resyncs import COLUMNS, OncePerRun, Resync
 from tap_stripe_dd.signals import Stopped, exit_stopped, stop_on_signals
 
 UPSTREAM_COPY = "WITH (new_line '\\r\\n')"
@@ -419,32 +419,29 @@ class StateTracker:
 
 class UnlistedRows:
     """Marks (or with `hard_delete` removes) the rows a completed resync did not list
-    (resyncs.py), before the STATE that notes it is confirmed; each resync once a run."""
+    (resyncs.py), before the STATE that notes it is confirmed."""
 
     def __init__(self, connection: LoaderConnection, config: dict) -> None:
         self.connection = connection
         self.schema = config.get("default_target_schema")
         self.hard_delete = bool(config.get("hard_delete"))
-        self.done: set[Resync] = set()
 
-    def __call__(self, state: Any) -> None:
-        for resync in completed(state):
-            if resync in self.done or not self.schema:
-                continue
-            table = resync.stream.replace(".", "_").replace("-", "_").lower()  # as upstream's
-            found = self.connection.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
-                [self.schema.lower(), table],
-            ).fetchall()
-            if {column for (column,) in found} >= COLUMNS:
-                sql, params = resync.statement(
-                    f'"{self.schema.lower()}"."{table}"', self.hard_delete, lambda name: f"${name}"
-                )
-                (marked,) = self.connection.execute(sql, params).fetchone()
-                if marked:
-                    print(resync.said("target-duckdb", marked, self.hard_delete), file=sys.stderr)
-            self.done.add(resync)
+    def mark(self, resync: Resync) -> None:
+        if not self.schema:
+            return
+        table = resync.stream.replace(".", "_").replace("-", "_").lower()  # as upstream's
+        found = self.connection.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            [self.schema.lower(), table],
+        ).fetchall()
+        if {column for (column,) in found} >= COLUMNS:
+            sql, params = resync.statement(
+                f'"{self.schema.lower()}"."{table}"', self.hard_delete, lambda name: f"${name}"
+            )
+            (marked,) = self.connection.execute(sql, params).fetchone()
+            if marked:
+                print(resync.said("target-duckdb", marked, self.hard_delete), file=sys.stderr)
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -469,7 +466,7 @@ def persist_lines(connection: Any, config: dict, lines: Iterable[str]) -> None:
     BATCH messages read as their records."""
     loader_connection = LoaderConnection(connection)
     publisher = Publisher(connection, published_path(config))
-    unlisted = UnlistedRows(loader_connection, config)
+    unlisted = OncePerRun(UnlistedRows(loader_connection, config).mark)
 
     def before_emit(state: Any) -> None:
         unlisted(state)

@@ -23,7 +23,7 @@ from target_postgres.target import TargetPostgres
 
 from tap_stripe_dd.batches import RunClaims, batch_records
 from tap_stripe_dd.errors import UserError
-from tap_stripe_dd.resyncs import COLUMNS, Resync, completed
+from tap_stripe_dd.resyncs import COLUMNS, OncePerRun, Resync
 
 CLAIMS = RunClaims()
 
@@ -37,15 +37,12 @@ class BatchesAsRecords(TargetPostgres):
 
     def _write_state_message(self, state: dict) -> None:
         """Called once every sink is drained: the rows before this STATE are in."""
-        for resync in completed(state):
-            if resync not in self._resyncs_done:
-                self._mark_unlisted(resync)
-                self._resyncs_done.add(resync)
+        self._unlisted(state)
         super()._write_state_message(state)
 
     @cached_property
-    def _resyncs_done(self) -> set[Resync]:
-        return set()
+    def _unlisted(self) -> OncePerRun:
+        return OncePerRun(self._mark_unlisted)
 
     @cached_property
     def _connector(self) -> PostgresConnector:

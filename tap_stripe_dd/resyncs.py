@@ -73,6 +73,20 @@ def naive_utc(moment: str) -> str:
     return parsed.replace(tzinfo=None).isoformat(sep=" ")
 
 
+class OncePerRun:
+    """A loader's STATEs: each completed resync they note handed to `mark` once in a run."""
+
+    def __init__(self, mark: Callable[[Resync], None]) -> None:
+        self.mark = mark
+        self.done: set[Resync] = set()
+
+    def __call__(self, state: t.Any) -> None:
+        for resync in completed(state):
+            if resync not in self.done:
+                self.mark(resync)
+                self.done.add(resync)
+
+
 def completed(state: t.Any) -> Iterator[Resync]:
     """The completed resyncs a STATE's value notes, each stream's entry and partitions."""
     bookmarks = state.get("bookmarks") if isinstance(state, dict) else None
