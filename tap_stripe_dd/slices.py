@@ -6,9 +6,8 @@ run's window. The bookmark is the start of the oldest slice not yet emitted in f
 created before it has been written, whatever order concurrent fetchers finish in.
 
 A walk begins with the window's newest page (`head`), which says how dense history is at its
-end; where history begins is found with a few first pages (`probe`, the first of them, the
-oldest step, while the head's page is still out), so that empty years cost a handful of
-requests. Every slice costs one request more than its objects need (its last,
+end; where history begins is found with a few first pages (`probe`), so that empty years cost
+a handful of requests. Every slice costs one request more than its objects need (its last,
 partial page), so slices are cut, when taken, as wide as the density allows; a fetcher with
 nothing left to take steals the older half of the biggest slice still being read, so that one
 long slice never serialises a run's tail.
@@ -79,10 +78,6 @@ class SliceScheduler:
         self._probes = 0
         self._gallop = 1  # merged widths below the newest known objects, for the next probe
         self._bisecting = False
-        #: The head while its first page is out (`found_top` not yet called), and whether the
-        #: oldest step, read meanwhile, holds objects (None: not known yet).
-        self._topless: Slice | None = None
-        self._oldest_has_objects: bool | None = None
         if end > start:
             self._push(Slice(start, end))
 
@@ -150,8 +145,6 @@ class SliceScheduler:
                 return None
             piece = heapq.heappop(self._pending)[2]
             self._open.add(piece)
-            if piece.lt - piece.gte > self.step:
-                self._topless = piece
             return piece
 
     def found_top(self, head: Slice) -> bool:
@@ -161,7 +154,6 @@ class SliceScheduler:
         `probe` before it is sliced. Returns whether the head went back."""
         with self._lock:
             assert head.position is not None and head.newest is not None
-            self._topless = None
             self._objects += head.seen
             self._seconds += max(1, head.newest - head.position)
             # At most a merged slice's worth, and never the oldest step: the first bookmark
@@ -170,13 +162,8 @@ class SliceScheduler:
             keep = min(self._grid(head.position), below)
             if keep <= head.gte:
                 return False
-            if self._oldest_has_objects:  # history begins in the oldest step: slice all of it
-                self._push(Slice(head.gte, keep))
-            elif self._unknown is not None:  # the oldest step is being read: what is above it
-                self._unknown.lt = keep  # is not known either
-            else:
-                self._unknown = Slice(head.gte, keep)
-                self._open.add(self._unknown)  # the bookmark waits on it
+            self._unknown = Slice(head.gte, keep)
+            self._open.add(self._unknown)  # the bookmark waits on it
             self._open.discard(head)
             head.gte = keep
             self._push(head)
@@ -184,26 +171,14 @@ class SliceScheduler:
 
     def probe(self) -> tuple[int, int] | None:
         """`[gte, lt)` to read the first page of (see `probed`), while where history begins is
-        not known and no other probe is in flight. First the oldest grid step, while the head's
-        first page is still out if a fetcher is free by then (a round trip less before the run
-        is sliced): a window that starts where history does needs no more. Then down from the
-        newest known objects, one merged slice's width, then two, four...: each step that holds
-        objects is sliced at once, so that fetchers have work while the search goes on. Once a
-        step is empty, halves of what is still unknown, until that is narrow enough to be
-        sliced (a few empty slices cost less than more probes)."""
+        not known and no other probe is in flight. First the oldest grid step: a window that
+        starts where history does needs no more. Then down from the newest known objects, one
+        merged slice's width, then two, four...: each step that holds objects is sliced at
+        once, so that fetchers have work while the search goes on. Once a step is empty,
+        halves of what is still unknown, until that is narrow enough to be sliced (a few
+        empty slices cost less than more probes)."""
         with self._lock:
             unknown = self._unknown
-            head = self._topless
-            if unknown is None and head is not None and head.fresh and not self._probes:
-                # The head's first page is out: its oldest step is read meanwhile, as the first
-                # probe (the head drops what its page brings from there, as after a steal).
-                self._topless = None
-                unknown = self._unknown = Slice(head.gte, head.gte + self.step)
-                self._open.add(unknown)
-                head.gte = unknown.lt
-                self._probing = True
-                self._probes += 1
-                return unknown.gte, unknown.lt
             if unknown is None or self._probing:
                 return None
             width = self._merged_width()
@@ -242,7 +217,6 @@ class SliceScheduler:
             if piece.lt < unknown.lt:
                 self._push(Slice(piece.lt, unknown.lt))
             if self._probes == 1:  # history begins in the oldest step: slice all of it
-                self._oldest_has_objects = True
                 unknown.lt = piece.gte
             else:
                 self._gallop *= 2
