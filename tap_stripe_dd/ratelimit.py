@@ -57,7 +57,7 @@ class RateLimiter:
         self.endpoints: dict[str, TokenBucket] = {}
         self.lock = threading.Lock()
         self.queued: Counter[str] = Counter()  # requests waiting for a token, per endpoint
-        self.granted: Counter[str] = Counter()
+        self.granted: Counter[str] = Counter()  # requests let go so far, per endpoint (`_behind`)
 
     def _buckets(self, endpoint: str) -> tuple[TokenBucket, TokenBucket]:
         bucket = self.endpoints.get(endpoint)
