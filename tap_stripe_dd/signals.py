@@ -31,8 +31,14 @@ class Stopped(BaseException):
 def raise_stopped(signum: int, frame: FrameType | None = None) -> None:
     """The handler: the first signal raises `Stopped`; later ones, while stopping, are ignored."""
     for each in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(each, signal.SIG_IGN)
+        signal.signal(each, ignore)
     raise Stopped(signum)
+
+
+def ignore(signum: int, frame: FrameType | None = None) -> None:
+    """A handler that does nothing, not SIG_IGN: a signal already pending (Meltano's SIGTERM
+    right after Ctrl-C's SIGINT) would then raise "OSError: Signal 15 ignored due to race
+    condition" in the middle of the cleanup."""
 
 
 def stop_on_signals() -> None:
