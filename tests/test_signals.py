@@ -26,7 +26,6 @@ from conftest import (
     wait_for_group_to_end,
 )
 from tap_stripe_dd.client import to_unix
-from tap_stripe_dd.signals import Stopped, stop_on_signals
 from tap_stripe_dd.sync import BATCH_FILES
 
 KEY = "sk_test_SignalK3yThatN3v3rL3aksAnywh3re"
@@ -110,25 +109,3 @@ def test_a_signal_stops_the_run_at_once_and_the_next_run_resumes_exact(
         wh.meltano(*RUN_JOB)  # a plain run: the stopped job is not left RUNNING
     assert_warehouse_exact(wh, emulator)
     assert_no_secret(KEY, output, wh.path, db, Path(log))
-
-
-@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-def test_a_second_signal_already_pending_while_stopping_raises_nothing():
-    """Meltano sends SIGTERM right after Ctrl-C's SIGINT: both pending, the first handler stops
-    the program and the second is ignored, not "OSError: Signal 15 ignored due to race
-    condition" (a traceback in the run's log, "Exception ignored in" the cleanup)."""
-    both = {signal.SIGINT, signal.SIGTERM}
-    saved = {each: signal.getsignal(each) for each in both}
-    stop_on_signals()
-    try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, both)
-        os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGTERM)
-        with pytest.raises(Stopped) as stopped:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
-            time.sleep(0.1)
-        assert stopped.value.signum == signal.SIGINT
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
-        for each, handler in saved.items():
-            signal.signal(each, handler)
