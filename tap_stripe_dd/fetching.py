@@ -193,6 +193,7 @@ class Walk:
                 if last["created"] < piece.gte:  # stolen from while the page was in flight
                     records = [r for r in records if r["created"] >= piece.gte]
             if not page.has_more:
+                piece.drained = True
                 return channel.send(("records", piece, records)) and channel.send(
                     ("done", piece, None)
                 )
@@ -218,7 +219,8 @@ class Walk:
         if records:
             last = records[-1]
             piece.read(len(records), str(last["id"]), last["created"], records[0]["created"])
-        self.scheduler.probed(piece, complete=not page.has_more)
+        piece.drained = not page.has_more
+        self.scheduler.probed(piece, complete=piece.drained)
         if not records:
             return channel.send(("probed", None, None))
         return channel.send(("records", piece, records)) and (

@@ -37,6 +37,9 @@ class Slice:
     position: int | None = None
     #: The `created` of the first object read: the density is that of `[position, newest]`.
     newest: int | None = None
+    #: Its last page has been read: nothing is left to steal, though the walk's thread has yet
+    #: to hand it on (`complete`).
+    drained: bool = False
 
     def read(self, count: int, last_id: str, last_created: int, first_created: int) -> None:
         if self.newest is None:
@@ -50,7 +53,7 @@ class Slice:
 
     def objects_left(self) -> float:
         """Estimated from the density read so far: objects between its start and the cursor."""
-        if self.position is None or self.position <= self.gte:
+        if self.drained or self.position is None or self.position <= self.gte:
             return 0.0
         newest = self.lt if self.newest is None else self.newest + 1
         return (self.position - self.gte) * self.seen / max(1, newest - self.position)
@@ -123,7 +126,7 @@ class SliceScheduler:
                 cut = min(piece.lt, self._grid(piece.gte) + width)
                 if cut <= piece.gte:
                     cut = min(piece.lt, piece.gte + width)
-                if cut < piece.lt:
+                if piece.lt - cut > width // 2:  # else a sliver would cost a request more
                     self._push(Slice(cut, piece.lt))
                     piece.lt = cut
                 while (
@@ -175,8 +178,8 @@ class SliceScheduler:
         starts where history does needs no more. Then down from the newest known objects, one
         merged slice's width, then two, four...: each step that holds objects is sliced at
         once, so that fetchers have work while the search goes on. Once a step is empty,
-        halves of what is still unknown, until that is narrow enough to be sliced (a few
-        empty slices cost less than more probes)."""
+        halves of what is still unknown, until that is narrow enough to be read as one
+        slice (`_release`: an empty slice costs no more than a probe)."""
         with self._lock:
             unknown = self._unknown
             if unknown is None or self._probing:
@@ -185,7 +188,8 @@ class SliceScheduler:
             if self._probes and unknown.lt - unknown.gte <= 4 * width:
                 self._release(unknown.gte, unknown.lt)
                 return None
-            if not self._probes:
+            if not self._probes:  # the first bookmark's slice: the next cut is merged
+                self._cuts += 1
                 below = min(unknown.lt, unknown.gte + self.step)
             else:
                 below = self._grid(unknown.lt - self._gallop * width)

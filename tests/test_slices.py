@@ -87,6 +87,8 @@ def test_sparse_slices_merge_once_the_density_is_known_and_a_busy_one_is_stolen_
     stolen = scheduler.steal(min_objects=10)
     assert stolen and (stolen.gte, stolen.lt) == (100, 200)
     assert (merged.gte, merged.lt) == (200, 500), "the victim keeps the newer half"
+    merged.drained = True  # its last page is in: the walk's thread has yet to complete it
+    assert scheduler.steal(min_objects=1) is None, "nothing is left in it to steal"
 
 
 def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_cursor():
