@@ -4,7 +4,7 @@ requests, slices left, rate-limit waits), a summary at the end, and nothing repe
 The SDK reports its measurements as `METRIC: {json}` records of the `singer_sdk.metrics`
 logger: most of a run's output. Here they feed the counters instead, and reach the console
 only with the `log_metrics` setting. The fetch loop adds what the SDK does not measure
-live: `requested`, `fetched`, `slices_left`; and `backoff_handler` replaces the SDK's, which
+live: `requested`, `fetched`, `count_slices`; and `backoff_handler` replaces the SDK's, which
 logs every handled retry at ERROR.
 """
 
@@ -39,7 +39,8 @@ class StreamProgress:
     sent: int = 0
     rate_limit_waits: int = 0
     retries: int = 0
-    slices_left: int | None = None
+    #: Counts the slices waiting or being read, when a line is shown (the fetch loop's).
+    slices_left: t.Callable[[], int] | None = None
     finished: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -58,7 +59,7 @@ class StreamProgress:
         parts = [plural(self.objects, "object")] if known else []
         parts.append(plural(self.requests, "request"))
         if self.slices_left is not None and self.finished is None:
-            parts.append(plural(self.slices_left, "slice") + " left")
+            parts.append(plural(self.slices_left(), "slice") + " left")
         if self.rate_limit_waits:
             parts.append(plural(self.rate_limit_waits, "rate-limit wait"))
         if self.retries:
@@ -105,9 +106,11 @@ class Progress:
         with progress.lock:
             progress.fetched += count
 
-    def slices_left(self, stream: str, count: int) -> None:
-        """Slices waiting or being read, whenever that changes."""
-        self.stream(stream).slices_left = count
+    def count_slices(self, stream: str, counter: t.Callable[[], int]) -> None:
+        """How to count the slices waiting or being read: only when a line is shown, since
+        counting visits every walk in flight (with many accounts, a few per cent of a run's
+        time when counted at every page)."""
+        self.stream(stream).slices_left = counter
 
     def backoff_handler(self, stream: str, details: t.Mapping[str, t.Any]) -> None:
         """For `RESTStream.backoff_handler`: counts the retry (a 429 as a rate-limit wait).

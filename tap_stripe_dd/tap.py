@@ -25,7 +25,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
-from singer_sdk.singerlib import Message, RecordMessage
+from singer_sdk.singerlib import Message, RecordMessage, StateMessage
 
 from tap_stripe_dd.accounts import SETTINGS as ACCOUNT_SETTINGS
 from tap_stripe_dd.accounts import Directory
@@ -64,7 +64,12 @@ class StripeWriter(MsgSpecWriter):
     still leaves only after every record before it."""
 
     def write_message(self, message: Message) -> None:
-        sys.stdout.buffer.write(self.format_message(message))
+        if isinstance(message, StateMessage):
+            # The line `format_message` writes, without the copy of the whole state (every
+            # account's partitions) that its `dataclasses.asdict` makes first.
+            sys.stdout.buffer.write(serialize_jsonl({"type": "STATE", "value": message.value}))
+        else:
+            sys.stdout.buffer.write(self.format_message(message))
         if not isinstance(message, RecordMessage):
             sys.stdout.flush()
 

@@ -71,7 +71,7 @@ def test_what_the_fetch_loop_tells_shows_at_once():
     for _ in range(3):
         progress.requested("charges")
         progress.fetched("charges", 100)
-    progress.slices_left("charges", 1)
+    progress.count_slices("charges", lambda: 1)
     assert (
         progress.stream("charges")
         .line()
