@@ -60,26 +60,20 @@ class BookmarkedStream(StripeStream):
 
     @cached_property
     def _records_go_out_as_they_are(self) -> bool:
-        """No property deselected, and no stream map but the SDK's pass-through, unflattened,
-        to the tap's own writer (the SDK's test helpers may bring theirs)."""
+        """No property deselected, no stream map but the SDK's pass-through, unflattened, to
+        the tap's own writer (the SDK's test helpers may bring theirs), and no dry run's
+        record limit: then a page goes out as the SDK would write its records, in one write,
+        without the SDK's per-record loop, walk over deselected properties and message object
+        (on large Stripe objects, a sixth of the tap's time, and with many accounts, a tenth)."""
         maps = self.stream_maps
         return (
-            hasattr(self._tap.message_writer, "write_record")
+            hasattr(self._tap.message_writer, "write_records")
+            and self.ABORT_AT_RECORD_COUNT is None
             and not self._deselects_properties
             and len(maps) == 1
             and type(maps[0]) is SameRecordTransform
             and not maps[0].flattening_enabled
         )
-
-    def _write_record_message(self, record: dict) -> None:
-        """Records that go out as they are are written as the SDK writes them, without its
-        per-record walk over deselected properties and message object: on large Stripe objects
-        those were a sixth of the tap's time. Otherwise the SDK's path."""
-        if self._records_go_out_as_they_are:
-            self._tap.message_writer.write_record(self.name, record, self._page_extracted_at)
-            self.state_manager.is_flushed = False
-        else:
-            super()._write_record_message(record)
 
     def generate_child_contexts(self, record: dict, context: Context | None) -> Iterable[Context]:
         """Stripe streams have no child streams: the SDK would copy a context per record."""
@@ -201,14 +195,21 @@ class BookmarkedStream(StripeStream):
             yield kind, account, payload
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
-        """Records go to the SDK's writer; the bookmark moves once they are written."""
+        """Records go out a page at a time (`_records_go_out_as_they_are`), else through the
+        SDK's loop; the bookmark moves once they are written."""
         bookmarks = Bookmarks(self)
-        for kind, account, payload in self._walk_events():
-            if kind == "records":
-                self._page_extracted_at = utc_now()  # the page's time serves its records
-                yield from payload
-            else:
-                self._write_progress(kind, account, payload, bookmarks)
+        pages = self._records_go_out_as_they_are
+        with self.get_record_counter() as counter:
+            for kind, account, payload in self._walk_events():
+                if kind != "records":
+                    self._write_progress(kind, account, payload, bookmarks)
+                elif pages:
+                    rows = [row for row in map(self.post_process, payload) if row is not None]
+                    self._tap.message_writer.write_records(self.name, rows, utc_now())
+                    self.state_manager.is_flushed = False
+                    counter.increment(len(rows))
+                else:
+                    yield from payload
         bookmarks.write()
 
     def get_batches(

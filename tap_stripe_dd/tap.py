@@ -23,7 +23,7 @@ import requests
 import simplejson
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
+from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder, serialize_jsonl
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.singerlib import Message, RecordMessage, StateMessage
 
@@ -73,16 +73,20 @@ class StripeWriter(MsgSpecWriter):
         if not isinstance(message, RecordMessage):
             sys.stdout.flush()
 
-    def write_record(self, stream: str, record: dict, time_extracted: datetime) -> None:
-        """The line `write_message` writes for `RecordMessage(stream, record, time_extracted)`
-        (a UTC time), without a message object built for each record."""
-        message = {
-            "type": "RECORD",
-            "stream": stream,
-            "record": record,
-            "time_extracted": time_extracted,
-        }
-        sys.stdout.buffer.write(serialize_jsonl(message))
+    def write_records(self, stream: str, records: list[dict], time_extracted: datetime) -> None:
+        """The lines `write_message` writes for `RecordMessage(stream, record, time_extracted)`
+        (a UTC time) of each record, in one write, without a message object for each."""
+        lines = bytearray()
+        for record in records:
+            message = {
+                "type": "RECORD",
+                "stream": stream,
+                "record": record,
+                "time_extracted": time_extracted,
+            }
+            encoder.encode_into(message, lines, -1)
+            lines.extend(b"\n")
+        sys.stdout.buffer.write(lines)
 
 
 def _filter_type(stream: type[StripeStream]) -> th.ObjectType:

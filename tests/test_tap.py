@@ -218,15 +218,18 @@ def test_headers_pin_the_version_and_never_log_the_key(emulators, run_tap):
 
 
 def test_records_are_written_as_the_sdks_own_record_messages(capsysbinary):
-    """The fast path (no deselection, no stream map) writes the very line the SDK writes."""
-    record = next(iter(StripeEmulator(seed=3, objects=5).objects("charges")))
+    """The fast path (no deselection, no stream map) writes the very lines the SDK writes."""
+    records = list(StripeEmulator(seed=3, objects=5).objects("charges"))
     extracted = datetime.now(timezone.utc)
     writer = StripeWriter()
-    writer.write_message(RecordMessage("charges", record, time_extracted=extracted))
-    sdk_line = capsysbinary.readouterr().out
-    writer.write_record("charges", record, extracted)
-    assert capsysbinary.readouterr().out == sdk_line
-    assert json.loads(sdk_line)["record"]["id"] == record["id"]
+    for record in records:
+        writer.write_message(RecordMessage("charges", record, time_extracted=extracted))
+    sdk_lines = capsysbinary.readouterr().out
+    writer.write_records("charges", records, extracted)
+    assert capsysbinary.readouterr().out == sdk_lines
+    assert [json.loads(line)["record"]["id"] for line in sdk_lines.splitlines()] == [
+        record["id"] for record in records
+    ]
 
 
 def test_stream_maps_apply_through_the_sdks_path(emulator, run_tap):
