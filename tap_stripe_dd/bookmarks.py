@@ -5,9 +5,11 @@ with what it reads."""
 
 from __future__ import annotations
 
+import threading
 import time
 import typing as t
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from functools import cached_property
 
 from singer_sdk.helpers._batch import SDKBatchMessage
@@ -18,7 +20,7 @@ from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from tap_stripe_dd.accounts import Account, AccountEndpoint, AccountWalks, After
 from tap_stripe_dd.client import STRIPE_EPOCH, StripeStream, to_unix
 from tap_stripe_dd.errors import UserError
-from tap_stripe_dd.fetching import Walk
+from tap_stripe_dd.fetching import Page, PageRequest, Walk
 from tap_stripe_dd.records import DAY, Plan, apply_plan, datetime_plan, to_rfc3339
 
 if t.TYPE_CHECKING:
@@ -125,24 +127,57 @@ class BookmarkedStream(StripeStream):
             state = self.stream_state
         now = self.stripe_clock()
         end = min(now, to_unix(self.config["end_date"])) if self.config.get("end_date") else now
+        start, bookmark = self._window_start(state)
+        if bookmark is not None and bookmark > now:
+            msg = (
+                f"the state's bookmark for stream '{self.name}' "
+                f"({state['replication_key_value']}) is in the future; fix or remove the "
+                "state before syncing"
+            )
+            raise UserError(msg)
+        return start, max(start, end)
+
+    def _window_start(self, state: dict) -> tuple[int, int | None]:
+        """Where a state's window starts, which Stripe's clock does not decide, and its
+        bookmark (Unix seconds), if any."""
         start = (
             to_unix(self.config["start_date"]) if self.config.get("start_date") else STRIPE_EPOCH
         )
         bookmark = state.get("replication_key_value")
-        if bookmark:
+        if not bookmark:
+            return start, None
+        try:
+            bookmark_ts = to_unix(str(bookmark))
+        except ValueError:
+            msg = f"the state's bookmark for '{self.name}' ({bookmark!r}) is not a date-time"
+            raise UserError(msg) from None
+        lookback = int(self.config.get("lookback_seconds", 600))
+        return max(start, bookmark_ts - lookback), bookmark_ts
+
+    def ask_for_head(self) -> None:
+        """A one-account run asks for its window's newest page while the run's clock (its
+        end) is read: one round trip less before the window is sliced. The page is asked for
+        without an upper bound but `end_date`; what it lists from the end on is dropped
+        (`Walk`)."""
+        directory = self._tap.directory
+        if directory.partitioned:
+            return
+        try:
+            start, _ = self._window_start(self.stream_state)
+        except UserError:  # said when the window is set (`sync_window`)
+            return
+        ahead: Future[Page | None] = Future()
+
+        def fetch() -> None:
             try:
-                bookmark_ts = to_unix(str(bookmark))
-            except ValueError:
-                msg = f"the state's bookmark for '{self.name}' ({bookmark!r}) is not a date-time"
-                raise UserError(msg) from None
-            if bookmark_ts > now:
-                msg = (
-                    f"the state's bookmark for stream '{self.name}' ({bookmark}) is in the "
-                    "future; fix or remove the state before syncing"
-                )
-                raise UserError(msg)
-            start = max(start, bookmark_ts - int(self.config.get("lookback_seconds", 600)))
-        return start, max(start, end)
+                end_date = self.config.get("end_date")
+                request = PageRequest(start, end_date and to_unix(end_date), self.page_size)
+                ahead.set_result(self.fetch_page(request, directory.home))
+            except Exception:  # the walk asks again, and says what went wrong
+                ahead.set_result(None)
+
+        self._head_page = (start, ahead)
+        threading.Thread(target=fetch, daemon=True).start()
 
     @property
     def concurrency(self) -> int:
@@ -152,7 +187,11 @@ class BookmarkedStream(StripeStream):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
+    #: `ask_for_head`'s page, and the window start it was asked for from.
+    _head_page: tuple[int, Future[Page | None]] | None = None
+
     def _walk(self, endpoint: AccountEndpoint, start: int, end: int, concurrency: int) -> Walk:
+        ahead, self._head_page = self._head_page, None
         return Walk(
             endpoint,
             start,
@@ -160,6 +199,7 @@ class BookmarkedStream(StripeStream):
             slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
             page_size=self.page_size,
             concurrency=concurrency,
+            head_page=ahead[1] if ahead and ahead[0] == start else None,
         )
 
     #: What runs for an account once its window is read (the change feed's sweep, changes.py).

@@ -6,6 +6,7 @@ and its filters."""
 from __future__ import annotations
 
 import calendar
+import math
 import operator
 import socket
 import threading
@@ -88,7 +89,8 @@ def page_problem(body: dict, request: PageRequest) -> str | None:
         return f"more objects than the {request.limit} asked for"
     try:
         created = [item["created"] for item in data]
-        newest = request.lt - 1 if request.before is None else min(request.lt - 1, request.before)
+        top = None if request.lt is None else request.lt - 1
+        newest = min((b for b in (top, request.before) if b is not None), default=math.inf)
         if created and not (newest >= created[0] and created[-1] >= request.gte):
             return f"objects created outside [{request.gte}, {request.lt}) were listed"
         if not all(map(operator.ge, created, created[1:])):
@@ -287,11 +289,9 @@ class StripeStream(RESTStream[str | None]):
             return tap.stripe_now
 
     def page_params(self, request: PageRequest) -> dict:
-        params: dict[str, t.Any] = {
-            "limit": request.limit,
-            "created[gte]": request.gte,
-            "created[lt]": request.lt,
-        }
+        params: dict[str, t.Any] = {"limit": request.limit, "created[gte]": request.gte}
+        if request.lt is not None:
+            params["created[lt]"] = request.lt
         for name in self.filters:
             value = self._filter_config.get(name)
             if isinstance(value, dict):

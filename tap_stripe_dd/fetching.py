@@ -20,6 +20,7 @@ import threading
 import time
 import typing as t
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from tap_stripe_dd.slices import Slice, SliceScheduler
@@ -38,10 +39,11 @@ IDLE_POLL_SECONDS = 0.05
 @dataclass(frozen=True)
 class PageRequest:
     """One page of the objects created in `[gte, lt)`, newest first, `limit` of them at most;
-    after the object `after` (created at `before`) when the slice has been read that far."""
+    after the object `after` (created at `before`) when the slice has been read that far.
+    `lt` None: no upper bound (a window's head asked for before its end is known)."""
 
     gte: int
-    lt: int
+    lt: int | None
     limit: int
     after: str | None = None
     before: int | None = None
@@ -109,12 +111,16 @@ class Walk:
         page_size: int,
         concurrency: int,
         wait: Callable[[queue.Queue], t.Any] = queue.Queue.get,
+        head_page: Future[Page | None] | None = None,
     ) -> None:
+        """`head_page`: the window's newest page, asked for from `start` without an upper
+        bound before `end` was known (see `_head_page`); None if that failed."""
         self.endpoint = endpoint
         self.page_size = page_size
         self.concurrency = concurrency
         self.wait = wait
         self.head: Slice | None = None
+        self.head_page = head_page
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -185,7 +191,8 @@ class Walk:
         False when the walk has stopped listening."""
         while True:
             request = PageRequest(piece.gte, piece.lt, self.page_size, piece.after, piece.position)
-            page = self.endpoint.fetch_page(request)
+            page = self._head_page(request) if piece is self.head else None
+            page = page or self.endpoint.fetch_page(request)
             records = page.records
             if records:
                 last = records[-1]
@@ -209,6 +216,20 @@ class Walk:
                 return False
             if self.scheduler.yield_to_older(piece):
                 return True
+
+    def _head_page(self, request: PageRequest) -> Page | None:
+        """The page asked for ahead (`head_page`), once, as the page `request` (the head's
+        first) would be: without what it lists from the window's end on. None if there is
+        none, or if all it lists lies beyond the end (then the head is asked for again)."""
+        ahead, self.head_page = self.head_page, None
+        page = ahead.result() if ahead is not None else None
+        if page is None or request.after is not None:
+            return None
+        if not page.records:  # nothing from `gte` on: nothing before the end either
+            return page
+        if page.records[-1]["created"] >= request.lt:
+            return None
+        return Page([r for r in page.records if r["created"] < request.lt], page.has_more)
 
     def _probe(self, gte: int, lt: int, channel: Channel) -> bool:
         """The first page of `[gte, lt)`, where history may begin: without objects, it does

@@ -311,7 +311,9 @@ class TapStripe(Tap):
         quiet_collector()
         # Progress counts from the first request (Stripe's clock, read by `sync_window`).
         with self.progress.running(stream.name for stream in streams):
-            if streams:  # the run's clock and its accounts: a round trip each, side by side
+            if streams:  # the run's clock, its accounts and its heads: side by side
+                for stream in streams:
+                    stream.ask_for_head()
                 with ThreadPoolExecutor(max_workers=1) as lookup:
                     accounts = lookup.submit(lambda: self.directory.accounts)
                     streams[0].stripe_clock()  # first: it proves the key may read events

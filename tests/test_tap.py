@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import jsonschema
@@ -17,6 +18,7 @@ from singer_sdk.singerlib import RecordMessage
 from conftest import STREAMS, TEST_KEY, tap_config
 from tap_stripe_dd.client import schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
+from tap_stripe_dd.emulator.server import LogEntry
 from tap_stripe_dd.records import to_rfc3339
 from tap_stripe_dd.tap import StripeWriter
 
@@ -144,6 +146,51 @@ def test_second_run_reads_only_the_lookback_window_and_the_new_objects(emulator,
         assert min(int(e.params["created[gte]"]) for e in log) == start
     old = set(first.ids("charges"))
     assert len(set(second.ids("charges")) & old) < 5, "the second run re-read old history"
+
+
+def test_the_heads_are_asked_for_while_the_clock_is_read(emulator, run_tap):
+    """One round trip less before a one-account run is sliced: each stream's newest page is
+    asked for while Stripe's clock (the window's end) is read, here held up for 4 s."""
+    emulator.script_fault("/v1/events", nth=1, kind="slow", seconds=4)
+    run = ThreadPoolExecutor(1).submit(run_tap, tap_config(emulator))
+    head = first_request(emulator, "/v1/charges", run)
+    clock = first_request(emulator, "/v1/events", run)
+    assert clock.status is None, "the head was asked for only once the clock had answered"
+    assert head.params.get("created[lt]") is None
+    assert run.result().returncode == 0, run.result().stderr[-2000:]
+    assert sorted(run.result().ids("charges")) == sorted(emulator.ids("charges"))
+
+
+def first_request(emulator: StripeEmulator, path: str, run: Future) -> LogEntry:
+    """The first request to `path` in the log, once there is one."""
+    deadline = time.monotonic() + 30
+    while not (entries := [e for e in emulator.request_log if e.path == path]):
+        assert time.monotonic() < deadline and not run.done(), f"no request to {path}"
+        time.sleep(0.01)
+    return entries[0]
+
+
+def test_a_head_asked_for_early_keeps_to_the_windows_end(emulator, run_tap):
+    """The head, asked for without an upper bound, is answered after the clock (held up here
+    while charges are created): what it lists from the window's end on is the next run's."""
+    emulator.script_fault("/v1/charges", nth=1, kind="slow", seconds=3)
+    run = ThreadPoolExecutor(1).submit(run_tap, tap_config(emulator))
+    head = first_request(emulator, "/v1/charges", run)
+    clock = first_request(emulator, "/v1/events", run)
+    deadline = time.monotonic() + 30
+    while clock.status is None:
+        assert time.monotonic() < deadline and not run.done(), "the clock never answered"
+        time.sleep(0.01)
+    assert head.status is None, "the head was answered before charges were created"
+    late = set(emulator.add_objects("charges", 5))
+    first = run.result()
+    assert first.returncode == 0, first.stderr[-2000:]
+    end = to_unix(first.bookmark("charges"))
+    created = {o["id"]: o["created"] for o in emulator.objects("charges")}
+    assert all(created[i] >= end for i in late)
+    assert sorted(first.ids("charges")) == sorted(set(emulator.ids("charges")) - late)
+    second = run_tap(tap_config(emulator), state=first.state)
+    assert late <= set(second.ids("charges"))
 
 
 def test_state_from_a_bookmark_in_the_future_is_refused(emulator, run_tap):
