@@ -166,15 +166,15 @@ class BookmarkedStream(StripeStream):
             start, _ = self._window_start(self.stream_state)
         except UserError:  # said when the window is set (`sync_window`)
             return
-        ahead: Future[Page | None] = Future()
+        ahead: Future[Page] = Future()
 
         def fetch() -> None:
             try:
                 end_date = self.config.get("end_date")
                 request = PageRequest(start, end_date and to_unix(end_date), self.page_size)
                 ahead.set_result(self.fetch_page(request, directory.home))
-            except Exception:  # the walk asks again, and says what went wrong
-                ahead.set_result(None)
+            except Exception as exc:  # the head's own failure, raised where the walk reads it
+                ahead.set_exception(exc)
 
         self._head_page = (start, ahead)
         threading.Thread(target=fetch, daemon=True).start()
@@ -188,7 +188,7 @@ class BookmarkedStream(StripeStream):
         return int(self.config.get("page_size", 100))
 
     #: `ask_for_head`'s page, and the window start it was asked for from.
-    _head_page: tuple[int, Future[Page | None]] | None = None
+    _head_page: tuple[int, Future[Page]] | None = None
 
     def _walk(self, endpoint: AccountEndpoint, start: int, end: int, concurrency: int) -> Walk:
         ahead, self._head_page = self._head_page, None

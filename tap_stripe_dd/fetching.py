@@ -111,10 +111,10 @@ class Walk:
         page_size: int,
         concurrency: int,
         wait: Callable[[queue.Queue], t.Any] = queue.Queue.get,
-        head_page: Future[Page | None] | None = None,
+        head_page: Future[Page] | None = None,
     ) -> None:
         """`head_page`: the window's newest page, asked for from `start` without an upper
-        bound before `end` was known (see `_head_page`); None if that failed."""
+        bound before `end` was known (see `_head_page`); its failure is the head's."""
         self.endpoint = endpoint
         self.page_size = page_size
         self.concurrency = concurrency
@@ -222,9 +222,9 @@ class Walk:
         first) would be: without what it lists from the window's end on. None if there is
         none, or if all it lists lies beyond the end (then the head is asked for again)."""
         ahead, self.head_page = self.head_page, None
-        page = ahead.result() if ahead is not None else None
-        if page is None or request.after is not None:
+        if ahead is None or request.after is not None:
             return None
+        page = ahead.result()
         if not page.records:  # nothing from `gte` on: nothing before the end either
             return page
         if page.records[-1]["created"] >= request.lt:
