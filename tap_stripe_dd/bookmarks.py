@@ -20,7 +20,7 @@ from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from tap_stripe_dd.accounts import Account, AccountEndpoint, AccountWalks, After
 from tap_stripe_dd.client import STRIPE_EPOCH, StripeStream, to_unix
 from tap_stripe_dd.errors import UserError
-from tap_stripe_dd.fetching import Page, PageRequest, Walk
+from tap_stripe_dd.fetching import AskedAhead, Page, PageRequest, Walk
 from tap_stripe_dd.records import DAY, Plan, apply_plan, datetime_plan, to_rfc3339
 
 if t.TYPE_CHECKING:
@@ -154,11 +154,12 @@ class BookmarkedStream(StripeStream):
         lookback = int(self.config.get("lookback_seconds", 600))
         return max(start, bookmark_ts - lookback), bookmark_ts
 
-    def ask_for_head(self) -> None:
-        """A one-account run asks for its window's newest page while the run's clock (its
-        end) is read: one round trip less before the window is sliced. The page is asked for
-        without an upper bound but `end_date`; what it lists from the end on is dropped
-        (`Walk`)."""
+    def ask_ahead(self) -> None:
+        """A one-account run asks for its window's first pages while the run's clock (its
+        end) is read: a round trip or two less before the window is sliced. The newest page
+        is asked for without an upper bound but `end_date` (what it lists from the end on is
+        dropped, `Walk`); a window of more than two slices' steps (by this machine's clock,
+        which decides only this) probes its oldest step first, so that is asked for too."""
         directory = self._tap.directory
         if directory.partitioned:
             return
@@ -166,18 +167,27 @@ class BookmarkedStream(StripeStream):
             start, _ = self._window_start(self.stream_state)
         except UserError:  # said when the window is set (`sync_window`)
             return
-        ahead: Future[Page] = Future()
+        end_date = self.config.get("end_date")
+        end = to_unix(end_date) if end_date else None
+        head = self._ask(PageRequest(start, end, self.page_size))
+        oldest = None
+        step = self.slice_seconds
+        if (end or time.time()) - start > 2 * step:
+            oldest = (start + step, self._ask(PageRequest(start, start + step, self.page_size)))
+        self._asked_ahead = AskedAhead(start, head, oldest)
+
+    def _ask(self, request: PageRequest) -> Future[Page]:
+        """`request`'s page, from a thread of its own: its failure is the request's own."""
+        page: Future[Page] = Future()
 
         def fetch() -> None:
             try:
-                end_date = self.config.get("end_date")
-                request = PageRequest(start, end_date and to_unix(end_date), self.page_size)
-                ahead.set_result(self.fetch_page(request, directory.home))
-            except Exception as exc:  # the head's own failure, raised where the walk reads it
-                ahead.set_exception(exc)
+                page.set_result(self.fetch_page(request, self._tap.directory.home))
+            except Exception as exc:  # raised where the walk reads it
+                page.set_exception(exc)
 
-        self._head_page = (start, ahead)
         threading.Thread(target=fetch, daemon=True).start()
+        return page
 
     @property
     def concurrency(self) -> int:
@@ -187,19 +197,23 @@ class BookmarkedStream(StripeStream):
     def page_size(self) -> int:
         return int(self.config.get("page_size", 100))
 
-    #: `ask_for_head`'s page, and the window start it was asked for from.
-    _head_page: tuple[int, Future[Page]] | None = None
+    @property
+    def slice_seconds(self) -> int:
+        return int(float(self.config.get("slice_days", 30)) * DAY)
+
+    #: `ask_ahead`'s pages, for the first walk.
+    _asked_ahead: AskedAhead | None = None
 
     def _walk(self, endpoint: AccountEndpoint, start: int, end: int, concurrency: int) -> Walk:
-        ahead, self._head_page = self._head_page, None
+        ahead, self._asked_ahead = self._asked_ahead, None
         return Walk(
             endpoint,
             start,
             end,
-            slice_seconds=int(float(self.config.get("slice_days", 30)) * DAY),
+            slice_seconds=self.slice_seconds,
             page_size=self.page_size,
             concurrency=concurrency,
-            head_page=ahead[1] if ahead and ahead[0] == start else None,
+            ahead=ahead,
         )
 
     #: What runs for an account once its window is read (the change feed's sweep, changes.py).

@@ -54,6 +54,18 @@ class Page(t.NamedTuple):
     has_more: bool
 
 
+@dataclass
+class AskedAhead:
+    """The first pages of a walk from `start`, asked for before it began (while the run's
+    clock, its end, was read): the window's newest (`head`, without an upper bound) and, for a
+    long window, the first page of its oldest step (`oldest`: its end, and the page). A failure
+    is the request's own, raised where the walk reads it."""
+
+    start: int
+    head: Future[Page] | None
+    oldest: tuple[int, Future[Page]] | None = None
+
+
 class Endpoint(t.Protocol):
     """What a walk needs of the API: one page at a time, and whether requests queue."""
 
@@ -111,16 +123,14 @@ class Walk:
         page_size: int,
         concurrency: int,
         wait: Callable[[queue.Queue], t.Any] = queue.Queue.get,
-        head_page: Future[Page] | None = None,
+        ahead: AskedAhead | None = None,
     ) -> None:
-        """`head_page`: the window's newest page, asked for from `start` without an upper
-        bound before `end` was known (see `_head_page`); its failure is the head's."""
         self.endpoint = endpoint
         self.page_size = page_size
         self.concurrency = concurrency
         self.wait = wait
         self.head: Slice | None = None
-        self.head_page = head_page
+        self.ahead = ahead if ahead is not None and ahead.start == start else None
         self.scheduler = SliceScheduler(
             start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
         )
@@ -218,13 +228,13 @@ class Walk:
                 return True
 
     def _head_page(self, request: PageRequest) -> Page | None:
-        """The page asked for ahead (`head_page`), once, as the page `request` (the head's
-        first) would be: without what it lists from the window's end on. None if there is
-        none, or if all it lists lies beyond the end (then the head is asked for again)."""
-        ahead, self.head_page = self.head_page, None
-        if ahead is None or request.after is not None:
+        """The head asked for ahead, once, as the page `request` (the head's first) would be:
+        without what it lists from the window's end on. None if there is none, or if all it
+        lists lies beyond the end (then the head is asked for again)."""
+        ahead = self.ahead
+        if ahead is None or ahead.head is None or request.after is not None:
             return None
-        page = ahead.result()
+        page, ahead.head = ahead.head.result(), None  # once: the head reads on by itself
         if not page.records:  # nothing from `gte` on: nothing before the end either
             return page
         if page.records[-1]["created"] >= request.lt:
@@ -235,7 +245,12 @@ class Walk:
         """The first page of `[gte, lt)`, where history may begin: without objects, it does
         not; with some, they are handed on, and the range is a slice (see `probed`)."""
         piece = Slice(gte, lt)
-        page = self.endpoint.fetch_page(PageRequest(gte, lt, self.page_size))
+        oldest = self.ahead and self.ahead.oldest
+        if oldest and oldest[0] == lt and gte == self.ahead.start:
+            self.ahead.oldest = None
+            page = oldest[1].result()
+        else:
+            page = self.endpoint.fetch_page(PageRequest(gte, lt, self.page_size))
         records = page.records
         if records:
             last = records[-1]

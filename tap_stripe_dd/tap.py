@@ -313,7 +313,7 @@ class TapStripe(Tap):
         with self.progress.running(stream.name for stream in streams):
             if streams:  # the run's clock, its accounts and its heads: side by side
                 for stream in streams:
-                    stream.ask_for_head()
+                    stream.ask_ahead()
                 with ThreadPoolExecutor(max_workers=1) as lookup:
                     accounts = lookup.submit(lambda: self.directory.accounts)
                     streams[0].stripe_clock()  # first: it proves the key may read events

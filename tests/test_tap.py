@@ -148,23 +148,31 @@ def test_second_run_reads_only_the_lookback_window_and_the_new_objects(emulator,
     assert len(set(second.ids("charges")) & old) < 5, "the second run re-read old history"
 
 
-def test_the_heads_are_asked_for_while_the_clock_is_read(emulator, run_tap):
-    """One round trip less before a one-account run is sliced: each stream's newest page is
-    asked for while Stripe's clock (the window's end) is read, here held up for 4 s."""
+def test_the_first_pages_are_asked_for_while_the_clock_is_read(emulator, run_tap):
+    """Two round trips less before a one-account run is sliced: each stream's newest page, and
+    the first of its oldest step (the window is years long), are asked for while Stripe's clock
+    (the window's end) is read, here held up for 4 s."""
     emulator.script_fault("/v1/events", nth=1, kind="slow", seconds=4)
-    run = ThreadPoolExecutor(1).submit(run_tap, tap_config(emulator))
-    head = first_request(emulator, "/v1/charges", run)
+    config = tap_config(emulator)
+    run = ThreadPoolExecutor(1).submit(run_tap, config)
+    first_request(emulator, "/v1/charges", run, count=2)
     clock = first_request(emulator, "/v1/events", run)
-    assert clock.status is None, "the head was asked for only once the clock had answered"
-    assert head.params.get("created[lt]") is None
+    assert clock.status is None, "a first page was asked for only once the clock had answered"
+    start, step = to_unix(config["start_date"]), config["slice_days"] * 86_400
+    asked = [
+        (int(e.params["created[gte]"]), e.params.get("created[lt]"))
+        for e in emulator.request_log
+        if e.path == "/v1/charges"
+    ]
+    assert set(asked[:2]) == {(start, None), (start, str(start + step))}, asked[:2]
     assert run.result().returncode == 0, run.result().stderr[-2000:]
     assert sorted(run.result().ids("charges")) == sorted(emulator.ids("charges"))
 
 
-def first_request(emulator: StripeEmulator, path: str, run: Future) -> LogEntry:
-    """The first request to `path` in the log, once there is one."""
+def first_request(emulator: StripeEmulator, path: str, run: Future, count: int = 1) -> LogEntry:
+    """The first request to `path` in the log, once there are `count`."""
     deadline = time.monotonic() + 30
-    while not (entries := [e for e in emulator.request_log if e.path == path]):
+    while len(entries := [e for e in emulator.request_log if e.path == path]) < count:
         assert time.monotonic() < deadline and not run.done(), f"no request to {path}"
         time.sleep(0.01)
     return entries[0]
@@ -243,7 +251,13 @@ def test_should_retry_false_is_not_retried(emulator, run_tap):
     emulator.script_fault("/v1/charges", nth=1, kind="503", should_retry=False)
     run = run_tap(tap_config(emulator, max_concurrency=1))
     assert run.returncode == 1
-    assert sum(e.path == "/v1/charges" for e in emulator.request_log) == 1
+    assert tries_of_the_first(emulator, "/v1/charges") == 1
+
+
+def tries_of_the_first(emulator: StripeEmulator, path: str) -> int:
+    """How often the first request to `path` was sent (a run asks for a few pages at once)."""
+    asked = [e.params for e in emulator.request_log if e.path == path]
+    return asked.count(asked[0])
 
 
 def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
@@ -251,7 +265,7 @@ def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
     run = run_tap(tap_config(emulator, max_retries=2, max_concurrency=1))
     assert run.returncode == 1
     assert "not JSON" in run.stderr.strip().splitlines()[-1]
-    assert sum(e.path == "/v1/charges" for e in emulator.request_log) == 3
+    assert tries_of_the_first(emulator, "/v1/charges") == 3
 
 
 def test_headers_pin_the_version_and_never_log_the_key(emulators, run_tap):
