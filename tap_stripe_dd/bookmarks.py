@@ -158,13 +158,14 @@ class BookmarkedStream(StripeStream):
         """A one-account run asks for its window's first pages while the run's clock (its
         end) is read: a round trip or two less before the window is sliced. The newest page
         is asked for without an upper bound but `end_date` (what it lists from the end on is
-        dropped, `Walk`); a window of more than two slices' steps (by this machine's clock,
-        which decides only this) probes its oldest step first, so that is asked for too."""
+        dropped, `Walk`). A first run (no bookmark) over more than two slices' steps (by this
+        machine's clock, which decides only this) probes its oldest step next: that is asked
+        for too. A later run's window is the bookmark's few minutes, read by its head."""
         directory = self._tap.directory
         if directory.partitioned:
             return
         try:
-            start, _ = self._window_start(self.stream_state)
+            start, bookmark = self._window_start(self.stream_state)
         except UserError:  # said when the window is set (`sync_window`)
             return
         end_date = self.config.get("end_date")
@@ -172,7 +173,7 @@ class BookmarkedStream(StripeStream):
         head = self._ask(PageRequest(start, end, self.page_size))
         oldest = None
         step = self.slice_seconds
-        if (end or time.time()) - start > 2 * step:
+        if bookmark is None and (end or time.time()) - start > 2 * step:
             oldest = (start + step, self._ask(PageRequest(start, start + step, self.page_size)))
         self._asked_ahead = AskedAhead(start, head, oldest)
 
