@@ -219,7 +219,7 @@ class Walk:
                 # it begins is found.
                 piece.judged = True
                 return channel.send(("records", piece, records))
-            if not piece.judged and self.concurrency > 1:
+            if not piece.judged and self.concurrency > 1 and not piece.floor:
                 self._split_if_dense(piece)
             piece.judged = True
             if not channel.send(("records", piece, records)):

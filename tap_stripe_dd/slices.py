@@ -40,6 +40,9 @@ class Slice:
     #: Its last page has been read: nothing is left to steal, though the walk's thread has yet
     #: to hand it on (`complete`).
     drained: bool = False
+    #: Where history begins may lie inside it (it is cut from what `probe` left unknown): its
+    #: first page's density says nothing of what lies below, so it is not split on it.
+    floor: bool = False
 
     def read(self, count: int, last_id: str, last_created: int, first_created: int) -> None:
         if self.newest is None:
@@ -127,7 +130,7 @@ class SliceScheduler:
                 if cut <= piece.gte:
                     cut = min(piece.lt, piece.gte + width)
                 if piece.lt - cut > width // 2:  # else a sliver would cost a request more
-                    self._push(Slice(cut, piece.lt))
+                    self._push(Slice(cut, piece.lt, floor=piece.floor))
                     piece.lt = cut
                 while (
                     self._pending
@@ -239,7 +242,7 @@ class SliceScheduler:
         self._open.discard(self._unknown)
         self._unknown = None
         if lt > gte:
-            self._push(Slice(gte, lt))
+            self._push(Slice(gte, lt, floor=True))
 
     def steal(self, min_objects: float) -> Slice | None:
         """For a fetcher with nothing left to take: the older half of what remains of the

@@ -251,13 +251,13 @@ def test_should_retry_false_is_not_retried(emulator, run_tap):
     emulator.script_fault("/v1/charges", nth=1, kind="503", should_retry=False)
     run = run_tap(tap_config(emulator, max_concurrency=1))
     assert run.returncode == 1
-    assert tries_of_the_first(emulator, "/v1/charges") == 1
+    assert most_tries(emulator, "/v1/charges") == 1
 
 
-def tries_of_the_first(emulator: StripeEmulator, path: str) -> int:
-    """How often the first request to `path` was sent (a run asks for a few pages at once)."""
-    asked = [e.params for e in emulator.request_log if e.path == path]
-    return asked.count(asked[0])
+def most_tries(emulator: StripeEmulator, path: str) -> int:
+    """How often the request to `path` tried most was sent (a run asks for a few at once)."""
+    asked = Counter(tuple(sorted(e.params.items())) for e in emulator.request_log if e.path == path)
+    return max(asked.values())
 
 
 def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
@@ -265,7 +265,7 @@ def test_a_fault_outlasting_max_retries_fails_clearly(emulator, run_tap):
     run = run_tap(tap_config(emulator, max_retries=2, max_concurrency=1))
     assert run.returncode == 1
     assert "not JSON" in run.stderr.strip().splitlines()[-1]
-    assert tries_of_the_first(emulator, "/v1/charges") == 3
+    assert most_tries(emulator, "/v1/charges") == 3
 
 
 def test_headers_pin_the_version_and_never_log_the_key(emulators, run_tap):
