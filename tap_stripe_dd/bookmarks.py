@@ -166,7 +166,8 @@ class BookmarkedStream(StripeStream):
             return
         try:
             start, bookmark = self._window_start(self.stream_state)
-        except UserError:  # said when the window is set (`sync_window`)
+            start = self._scan_start(self.stream_state, start)
+        except (UserError, ValueError):  # said when the window is set (`sync_window`)
             return
         end_date = self.config.get("end_date")
         end = to_unix(end_date) if end_date else None
@@ -176,6 +177,10 @@ class BookmarkedStream(StripeStream):
         if bookmark is None and (end or time.time()) - start > 2 * step:
             oldest = (start + step, self._ask(PageRequest(start, start + step, self.page_size)))
         self._asked_ahead = AskedAhead(start, head, oldest)
+
+    def _scan_start(self, state: dict, start: int) -> int:
+        """Where a state's scan starts, its window starting at `start` (see changes.py)."""
+        return start
 
     def _ask(self, request: PageRequest) -> Future[Page]:
         """`request`'s page, from a thread of its own: its failure is the request's own."""

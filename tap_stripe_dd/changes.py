@@ -133,10 +133,19 @@ class TrackedStream(BookmarkedStream):
         planned here too, for a stream synced on its own, as the SDK's test helpers do.)"""
         self._plan_sweep(account)
         start, end = super().account_window(account)
-        pending = self.account_state(account).get(PENDING) if self.changes_unannounced else None
-        if pending:
-            start = min(start, self._state_time(PENDING, pending, account))
+        state = self.account_state(account)
+        if pending := self._pending(state):
+            self._state_time(PENDING, pending, account)  # a time, and not in the future
+        start = self._scan_start(state, start)
         return start, max(start, end)
+
+    def _pending(self, state: dict) -> str | None:
+        return state.get(PENDING) if self.changes_unannounced else None
+
+    def _scan_start(self, state: dict, start: int) -> int:
+        """Also its oldest pending object's `created` (`changes_unannounced`)."""
+        pending = self._pending(state)
+        return min(start, to_unix(str(pending))) if pending else start
 
     def _whose(self, account: Account) -> str:
         """The stream, and the account with `account_ids`, as messages name them."""

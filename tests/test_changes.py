@@ -422,16 +422,26 @@ def test_a_key_that_cannot_read_events_fails_in_one_line(emulators, run_tap):
 def test_pending_balance_transactions_are_re_read_until_available(emulators, tmp_path):
     emulator, config, model = synced(emulators, tmp_path)
     emulator.write("POST", "/v1/charges", {"amount": 5000, "currency": "usd", "source": "tok_visa"})
-    emulator.advance(60)
+    emulator.advance(3_600)  # the pending one older than the lookback: the next scan's start
     sync(tmp_path, config, model)
     pending = [r for r in model.rows["balance_transactions"].values() if r["status"] == "pending"]
     assert pending, "nothing pending: the test proves nothing"
     emulator.advance(10 * DAY)
     emulator.clear_log()
+    state = model.state["bookmarks"]["balance_transactions"]
+    scan_from = min(to_unix(state["pending_from"]), to_unix(state["replication_key_value"]) - 600)
     sync(tmp_path, config, model)
     assert all(
         model.rows["balance_transactions"][r["id"]]["status"] == "available" for r in pending
     )
+    # The head, asked for while the clock is read, is the scan's: from the oldest pending
+    # (or the lookback), not asked for twice.
+    heads = [
+        int(e.params["created[gte]"])
+        for e in emulator.request_log
+        if e.path == "/v1/balance_transactions" and "created[lt]" not in e.params
+    ]
+    assert heads == [scan_from]
     assert model.differences(emulator) == []
     floor = model.state["bookmarks"]["balance_transactions"]["pending_from"]
     assert to_unix(floor) == int(emulator.now())  # nothing pending: the next run starts at now
