@@ -292,19 +292,17 @@ class SliceScheduler:
             return True
 
     def split(self, piece: Slice, oldest: int, parts: int) -> None:
-        """The first page of `piece` reached only back to `oldest`: `[gte, oldest)` is cut
-        into `parts`. The fetcher reads on from its cursor into the newest of them (a range
-        of its own from `oldest` would cost it a request that finds at most the rest of the
-        cursor's second), and the others are new slices for other fetchers."""
+        """The first page of `piece` reached only back to `oldest`: the fetcher keeps
+        `[oldest, lt)` (its cursor stays valid there) and `[gte, oldest)` becomes `parts`
+        new slices for other fetchers."""
         with self._lock:
             gte = piece.gte
             if oldest <= gte:
                 return
+            piece.gte = oldest
             step = max(1, -(-(oldest - gte) // parts))
-            starts = range(gte, oldest, step)
-            piece.gte = starts[-1]
-            for start in starts[:-1]:
-                self._push(Slice(start, start + step, exact=True))
+            for start in range(gte, oldest, step):
+                self._push(Slice(start, min(start + step, oldest), exact=True))
 
     def complete(self, piece: Slice) -> int:
         """Marks `piece` emitted and returns the bookmark it allows."""
