@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -13,7 +14,8 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from singer_sdk.singerlib import RecordMessage
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib import RecordMessage, StateMessage
 
 from conftest import STREAMS, TEST_KEY, tap_config
 from tap_stripe_dd.client import schemas_dir, to_unix
@@ -171,11 +173,20 @@ def test_the_first_pages_are_asked_for_while_the_clock_is_read(emulator, run_tap
 
 def first_request(emulator: StripeEmulator, path: str, run: Future, count: int = 1) -> LogEntry:
     """The first request to `path` in the log, once there are `count`."""
+
+    def entries() -> list[LogEntry]:
+        return [e for e in emulator.request_log if e.path == path]
+
+    until(lambda: len(entries()) >= count, run, f"no request to {path}")
+    return entries()[0]
+
+
+def until(done: Callable[[], bool], run: Future, failure: str) -> None:
+    """Waits for `done` while the tap `run` runs, 30 s at most."""
     deadline = time.monotonic() + 30
-    while len(entries := [e for e in emulator.request_log if e.path == path]) < count:
-        assert time.monotonic() < deadline and not run.done(), f"no request to {path}"
+    while not done():
+        assert time.monotonic() < deadline and not run.done(), failure
         time.sleep(0.01)
-    return entries[0]
 
 
 def test_a_head_asked_for_early_keeps_to_the_windows_end(emulator, run_tap):
@@ -185,10 +196,7 @@ def test_a_head_asked_for_early_keeps_to_the_windows_end(emulator, run_tap):
     run = ThreadPoolExecutor(1).submit(run_tap, tap_config(emulator))
     head = first_request(emulator, "/v1/charges", run)
     clock = first_request(emulator, "/v1/events", run)
-    deadline = time.monotonic() + 30
-    while clock.status is None:
-        assert time.monotonic() < deadline and not run.done(), "the clock never answered"
-        time.sleep(0.01)
+    until(lambda: clock.status is not None, run, "the clock never answered")
     assert head.status is None, "the head was answered before charges were created"
     late = set(emulator.add_objects("charges", 5))
     first = run.result()
@@ -288,6 +296,9 @@ def test_records_are_written_as_the_sdks_own_record_messages(capsysbinary):
     sdk_lines = capsysbinary.readouterr().out
     writer.write_records("charges", records, extracted)
     assert capsysbinary.readouterr().out == sdk_lines
+    state = StateMessage({"bookmarks": {"charges": {"replication_key_value": None}}})
+    writer.write_message(state)  # without the SDK's copy of the state, the SDK's line
+    assert capsysbinary.readouterr().out == MsgSpecWriter().serialize_message(state)
     assert [json.loads(line)["record"]["id"] for line in sdk_lines.splitlines()] == [
         record["id"] for record in records
     ]
