@@ -282,6 +282,24 @@ def no_hang(pages: queue.Queue) -> t.Any:
     return pages.get(timeout=5)
 
 
+@pytest.mark.parametrize("scope", ["account", "platform"])
+def test_the_rate_limit_scope_decides_whether_accounts_share_a_budget(emulator, scope):
+    """Stripe counts per account; a platform throttled as a whole shares one budget."""
+
+    class Listed:  # the emulator's accounts, as GET /v1/account and /v1/accounts list them
+        def platform_id(self, limiter: RateLimiter) -> str:
+            return emulator.platform_id
+
+        def connected_ids(self, limiter: RateLimiter) -> list[str]:
+            return emulator.connected_accounts
+
+    directory = Directory(
+        {"account_ids": "all", "rate_limit_scope": scope}, lambda: RateLimiter(100, 100), Listed
+    )
+    limiters = {id(account.limiter) for account in directory.accounts}
+    assert len(limiters) == (1 if scope == "platform" else ACCOUNTS + 1)
+
+
 def test_an_account_gone_from_the_list_is_left_as_it_is(run_tap):
     full = platform()
     ids = full.connected_accounts
