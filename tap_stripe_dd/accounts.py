@@ -319,29 +319,40 @@ class AccountWalks:
                     # Nobody else waits: the account's whole window in one turn.
                     end = turn.end if not self.waiting else min(turn.end, turn.start + turn.span)
                     side_by_side = min(self.in_flight, running + 1 + len(self.waiting))
-                    threading.Thread(
-                        target=self._drive,
-                        args=(turn, end, self._fetchers(side_by_side), channel),
-                        daemon=True,
-                    ).start()
-                    running += 1
-                if not running:  # every turn left was a refused account's
+                    items = self._turn(turn, end, self._fetchers(side_by_side))
+                    if running or self.waiting:
+                        relay = threading.Thread(target=self._relay, args=(items, channel))
+                        relay.daemon = True
+                        relay.start()
+                        running += 1
+                        continue
+                    # Alone: read in this thread, without a thread to hand each page on.
+                    for kind, _, payload in items:
+                        if kind not in CONTROL:
+                            yield kind, turn.account, payload
+                        else:
+                            self._turn_over(kind, turn, payload)
+                if not running:  # every turn left was alone, or a refused account's
                     continue
                 kind, turn, payload = self.wait(channel.queue)
                 if kind not in CONTROL:
                     yield kind, turn.account, payload
                     continue
                 running -= 1
-                if kind == "error":
-                    self._refused_or_raise(turn.account, payload)
-                elif kind == "turn" and payload[0] < turn.end:
-                    end, pages = payload
-                    span = (end - turn.start) * TURN_PAGES // max(1, pages)
-                    self.waiting.append(Turn(turn.account, end, turn.end, max(1, span)))
-                elif kind == "turn" and self.after is not None:
-                    self.waiting.append(replace(turn, last=True))
+                self._turn_over(kind, turn, payload)
         finally:
             channel.close()
+
+    def _turn_over(self, kind: str, turn: Turn, payload: t.Any) -> None:
+        """A turn has ended (`kind` in `CONTROL`): the account's next turn waits, if any."""
+        if kind == "error":
+            self._refused_or_raise(turn.account, payload)
+        elif kind == "turn" and payload[0] < turn.end:
+            end, pages = payload
+            span = (end - turn.start) * TURN_PAGES // max(1, pages)
+            self.waiting.append(Turn(turn.account, end, turn.end, max(1, span)))
+        elif kind == "turn" and self.after is not None:
+            self.waiting.append(replace(turn, last=True))
 
     def slices_left(self) -> int:
         """Of the walks in flight."""
@@ -352,9 +363,9 @@ class AccountWalks:
         shared = SHARED_FETCHERS * self.concurrency // side_by_side
         return min(self.concurrency, max(MIN_FETCHERS, shared))
 
-    def _drive(self, turn: Turn, end: int, fetchers: int, channel: Channel) -> None:
+    def _turn(self, turn: Turn, end: int, fetchers: int) -> Iterator[tuple[str, Turn, t.Any]]:
         """One account's turn: `[turn.start, end)` through a walk of its own, or its last
-        turn's `after`."""
+        turn's `after`; then how it ended (`CONTROL`)."""
         pages = 0
         walk = None
         try:
@@ -368,13 +379,20 @@ class AccountWalks:
             with closing(events):
                 for kind, payload in events:
                     pages += kind == "records"
-                    if not channel.send((kind, turn, payload)):
-                        return
-            channel.send(("done", turn, None) if turn.last else ("turn", turn, (end, pages)))
-        except Exception as exc:  # handed to the stream's thread, which decides
-            channel.send(("error", turn, exc))
+                    yield kind, turn, payload
+            yield ("done", turn, None) if turn.last else ("turn", turn, (end, pages))
+        except Exception as exc:  # the stream's thread decides
+            yield "error", turn, exc
         finally:
             self.live.discard(walk)
+
+    @staticmethod
+    def _relay(items: Iterator[tuple[str, Turn, t.Any]], channel: Channel) -> None:
+        """A turn beside others, in a thread of its own: its items to the stream's thread."""
+        with closing(items):
+            for item in items:
+                if not channel.send(item):
+                    return
 
     def _refused_or_raise(self, account: Account, error: Exception) -> None:
         status = getattr(error, "status", None)

@@ -219,6 +219,7 @@ class BookmarkedStream(StripeStream):
             slice_seconds=self.slice_seconds,
             page_size=self.page_size,
             concurrency=concurrency,
+            wait=self._tap.wait_for,
             ahead=ahead,
         )
 
