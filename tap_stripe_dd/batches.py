@@ -5,9 +5,9 @@ The files hold Stripe data (customers' names, e-mails), so none outlives its run
 are named after it (`<prefix>tap-stripe-dd-<run>--<stream>-<n>.jsonl`) and it holds a shared
 `flock` on `<prefix>tap-stripe-dd-<run>.lock` while it writes them; the loader takes the same lock
 when it first hears of the run, deletes each file once read, and the lock file when it is the last
-one out. Whatever a run killed with -9 left (nobody holds its lock) is deleted by the next run
-that writes batch files in the folder, before it writes any. A stop (signal, error) deletes the
-file being written, which was never announced.
+one out (or its tap does, having written none). Whatever a run killed with -9 left (nobody holds
+its lock) is deleted by the next run that writes batch files in the folder, before it writes any.
+A stop (signal, error) deletes the file being written, which was never announced.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import os
+import time
 import typing as t
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -31,6 +32,10 @@ if t.TYPE_CHECKING:
 
 ENCODER = msgspec.json.Encoder()
 LOCK_SUFFIX = ".lock"
+#: A loader that has read its input to the end waits this long for its tap, which is exiting
+#: then, to let go of the run's lock: else neither removes the lock file, and the next run
+#: finds it and takes it for a killed run's.
+TAP_EXIT_SECONDS = 5.0
 RUN_SEPARATOR = "--"  # between a run's name and a file's stream; stream names have none
 
 
@@ -86,6 +91,20 @@ def take_if_free(lock: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def lock_exclusive(fd: int, seconds: float) -> bool:
+    """Whether an exclusive lock on `fd` was had, within `seconds` of waiting for the others."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        else:
+            return True
 
 
 def remove_run(lock: Path, fd: int) -> None:
@@ -147,6 +166,12 @@ class BatchRun:
         for batch in self.files:
             batch.discard()
 
+    def finish(self) -> None:
+        """At the run's end: a run that wrote no file has nothing for a loader to claim, so it
+        removes its lock file itself (the next run would take it for a killed run's)."""
+        if not any(batch.written for batch in self.files):
+            remove_run(self.folder / f"{self.name}{LOCK_SUFFIX}", self._lock)
+
     def stop(self) -> None:
         """On a stop signal: the files being written go, and if the loader has gone already
         (it was stopped too), so does the rest of the run: nobody will read it."""
@@ -207,6 +232,11 @@ class BatchFile:
         self._path: Path | None = None
         self._files = 0
         self.count = 0
+
+    @property
+    def written(self) -> bool:
+        """Whether it has begun a file: a loader may hear of the run."""
+        return self._files > 0
 
     def write(self, records: list[dict]) -> None:
         if not records:
@@ -277,19 +307,18 @@ class RunClaims:
     def release(self, *, discard: bool) -> None:
         """At the end. With `discard` (the loader failed or was stopped) the runs' files it did
         not read are deleted: no STATE it sent covers their records, so the next run fetches
-        them again. A run whose tap has gone too is removed, lock file included."""
+        them again. A run whose tap has gone too (or, at the input's end, goes within
+        `TAP_EXIT_SECONDS`) is removed, lock file included."""
         for lock, fd in self._locks.items():
             if discard:
                 for path in files_of(lock):
                     path.unlink(missing_ok=True)
             if fd < 0:
                 continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # its tap still runs, and cleans up after itself
-                os.close(fd)
-            else:
+            if lock_exclusive(fd, 0 if discard else TAP_EXIT_SECONDS):
                 remove_run(lock, fd)
+            else:  # its tap still runs, and cleans up after itself
+                os.close(fd)
         self._locks.clear()
 
 

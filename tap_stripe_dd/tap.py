@@ -342,6 +342,8 @@ class TapStripe(Tap):
                     if self._batch_run:
                         self._batch_run.discard_unannounced()
                     raise t.cast("BaseException", failed[0].exception())
+            if self._batch_run:
+                self._batch_run.finish()
         for stream in streams:
             stream.log_sync_costs()
         self.directory.finish()

@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,36 @@ def test_a_run_removes_the_files_of_dead_runs_only(tmp_path):
     assert not run_of(files["dead"]).exists()
     claims.release(discard=False)
     assert not files["reading"].exists() and not run_of(files["reading"]).exists()
+
+
+def test_a_run_with_nothing_new_leaves_no_lock_file(emulator, run_tap, tmp_path):
+    """No file written, no loader will claim the run: the tap removes its lock file itself,
+    which the next run (and `stripe-dd sync`) would take for a killed run's."""
+    folder = tmp_path / "batches"
+    config = tap_config(emulator, batch_config=batch_config_dict(folder), lookback_seconds=0)
+    first = run_tap(config)
+    assert first.returncode == 0, first.stderr
+    locks = list(folder.glob("*.lock"))
+    assert len(locks) == 1, "a run that wrote files keeps its lock for its loader"
+    remove_files([*folder.iterdir()])  # as its loader does
+    second = run_tap(config, state=first.state)
+    assert second.returncode == 0, second.stderr
+    assert not any('"type":"BATCH"' in line for line in second.stdout.splitlines())
+    assert list(folder.iterdir()) == []
+
+
+def test_the_loader_removes_the_run_once_its_exiting_tap_lets_go(tmp_path):
+    """The loader reads a run's last file while its tap is still exiting: the lock file goes
+    with the tap, not left for the next run to take for a killed run's."""
+    run = BatchRun(batch_config(tmp_path), "tap-stripe-dd")
+    batch = run.file("charges")
+    batch.write([{"id": "ch_1"}])
+    path = Path(urlparse(batch.close()).path)
+    claims = RunClaims()
+    claims.claim(path)
+    threading.Timer(0.3, os.close, [run._lock]).start()  # the tap's process ends
+    claims.release(discard=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
