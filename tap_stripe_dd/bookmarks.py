@@ -28,6 +28,12 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 
+def oldest_first(start: int) -> bool:
+    """Whether a window's first probe is its oldest step (`SliceScheduler`): not for one that
+    starts at Stripe's opening (no `start_date`), where an account's history hardly begins."""
+    return start > STRIPE_EPOCH
+
+
 class BookmarkedStream(StripeStream):
     """A Stripe list endpoint, synced incrementally on `created` in resumable slices.
 
@@ -159,8 +165,9 @@ class BookmarkedStream(StripeStream):
         end) is read: a round trip or two less before the window is sliced. The newest page
         is asked for without an upper bound but `end_date` (what it lists from the end on is
         dropped, `Walk`). A first run (no bookmark) over more than two slices' steps (by this
-        machine's clock, which decides only this) probes its oldest step next: that is asked
-        for too. A later run's window is the bookmark's few minutes, read by its head."""
+        machine's clock, which decides only this) probes its oldest step next (`oldest_first`):
+        that is asked for too. A later run's window is the bookmark's few minutes, read by its
+        head."""
         directory = self._tap.directory
         if directory.partitioned:
             return
@@ -174,7 +181,7 @@ class BookmarkedStream(StripeStream):
         head = self._ask(PageRequest(start, end, self.page_size))
         oldest = None
         step = self.slice_seconds
-        if bookmark is None and (end or time.time()) - start > 2 * step:
+        if bookmark is None and oldest_first(start) and (end or time.time()) - start > 2 * step:
             oldest = (start + step, self._ask(PageRequest(start, start + step, self.page_size)))
         self._asked_ahead = AskedAhead(start, head, oldest)
 
@@ -221,6 +228,7 @@ class BookmarkedStream(StripeStream):
             concurrency=concurrency,
             wait=self._tap.wait_for,
             ahead=ahead,
+            oldest_first=oldest_first(start),
         )
 
     #: What runs for an account once its window is read (the change feed's sweep, changes.py).

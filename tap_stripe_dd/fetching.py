@@ -124,6 +124,7 @@ class Walk:
         concurrency: int,
         wait: Callable[[queue.Queue], t.Any] = queue.Queue.get,
         ahead: AskedAhead | None = None,
+        oldest_first: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.page_size = page_size
@@ -132,7 +133,11 @@ class Walk:
         self.head: Slice | None = None
         self.ahead = ahead if ahead is not None and ahead.start == start else None
         self.scheduler = SliceScheduler(
-            start, end, max(1, slice_seconds), merge_up_to=MERGE_PAGES * page_size
+            start,
+            end,
+            max(1, slice_seconds),
+            merge_up_to=MERGE_PAGES * page_size,
+            oldest_first=oldest_first,
         )
 
     def run(self) -> Iterator[tuple[str, t.Any]]:

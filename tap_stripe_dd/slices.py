@@ -63,17 +63,23 @@ class Slice:
 
 
 class SliceScheduler:
-    def __init__(self, start: int, end: int, step: int, merge_up_to: int = 0) -> None:
+    def __init__(
+        self, start: int, end: int, step: int, merge_up_to: int = 0, oldest_first: bool = True
+    ) -> None:
         """`step`: the grid slices are cut on; `merge_up_to`: cut as many grid steps at once as
         hold fewer objects than this (by the density known so far); 0 never merges. Slices are
-        cut from the waiting ranges only when taken, so memory does not depend on `step`."""
+        cut from the waiting ranges only when taken, so memory does not depend on `step`.
+        `oldest_first`: whether history may well begin in the window's oldest step (`probe`)."""
         self.start, self.end, self.step = start, end, max(1, step)
         self.merge_up_to = merge_up_to
+        self.oldest_first = oldest_first
         self._pending: list[tuple[int, int, Slice]] = []
         self._open: set[Slice] = set()
         self._lock = threading.Lock()
         self._count = 0
-        self._cuts = 0
+        #: The next cut is the first slice, one grid step wide so that the first bookmark comes
+        #: early: where history may begin at the window's start.
+        self._first_cut = oldest_first
         # Objects and seconds the density is estimated from: the completed slices', and the
         # head's first page (`found_top`).
         self._objects = 0
@@ -123,9 +129,8 @@ class SliceScheduler:
                 return None
             piece = heapq.heappop(self._pending)[2]
             if piece.fresh and not piece.exact:
-                # The first slice is one grid step, so that the first bookmark comes early.
-                width = self._merged_width() if self._cuts else self.step
-                self._cuts += 1
+                width = self.step if self._first_cut else self._merged_width()
+                self._first_cut = False
                 cut = min(piece.lt, self._grid(piece.gte) + width)
                 if cut <= piece.gte:
                     cut = min(piece.lt, piece.gte + width)
@@ -177,10 +182,10 @@ class SliceScheduler:
 
     def probe(self) -> tuple[int, int] | None:
         """`[gte, lt)` to read the first page of (see `probed`), while where history begins is
-        not known and no other probe is in flight. First the oldest grid step: a window that
-        starts where history does needs no more. Then down from the newest known objects, one
-        merged slice's width, then two, four...: each step that holds objects is sliced at
-        once, so that fetchers have work while the search goes on. Once a step is empty,
+        not known and no other probe is in flight. First the oldest grid step (`oldest_first`):
+        a window that starts where history does needs no more. Then down from the newest known
+        objects, one merged slice's width, then two, four...: each step that holds objects is
+        sliced at once, so that fetchers have work while the search goes on. Once a step is empty,
         halves of what is still unknown, until that is narrow enough to be read as one
         slice (`_release`: an empty slice costs no more than a probe)."""
         with self._lock:
@@ -188,11 +193,13 @@ class SliceScheduler:
             if unknown is None or self._probing:
                 return None
             width = self._merged_width()
-            if self._probes and unknown.lt - unknown.gte <= 4 * width:
+            oldest = self.oldest_first and not self._probes
+            if not oldest and unknown.lt - unknown.gte <= 4 * width:
                 self._release(unknown.gte, unknown.lt)
                 return None
-            if not self._probes:  # the first bookmark's slice: the next cut is merged
-                self._cuts += 1
+            if not self._probes:  # the first bookmark's slice is the probe's: cuts are merged
+                self._first_cut = False
+            if oldest:
                 below = min(unknown.lt, unknown.gte + self.step)
             else:
                 below = self._grid(unknown.lt - self._gallop * width)
@@ -214,16 +221,17 @@ class SliceScheduler:
             self._probing = False
             unknown = self._unknown
             assert unknown is not None and unknown.gte == piece.gte and piece.lt <= unknown.lt
+            searched = self._probes - self.oldest_first  # probes down from the known objects
             if not piece.seen:
                 unknown.gte = piece.lt
-                self._bisecting = self._probes > 1
+                self._bisecting = searched > 0
                 if unknown.gte >= unknown.lt:
                     self._open.discard(unknown)
                     self._unknown = None
                 return
             if piece.lt < unknown.lt:
                 self._push(Slice(piece.lt, unknown.lt))
-            if self._probes == 1:  # history begins in the oldest step: slice all of it
+            if not searched:  # history begins in the oldest step: slice all of it
                 unknown.lt = piece.gte
             else:
                 self._gallop *= 2

@@ -191,14 +191,21 @@ def read_top(piece: Slice, created: list[int], limit: int = 100) -> bool:
 
 
 @settings(max_examples=200, deadline=None)
-@given(oldest=st.integers(0, 2**30), count=st.integers(101, 3_000), step=st.integers(1, 10**6))
-def test_probes_find_where_history_begins_in_few_requests_and_leave_no_gap(oldest, count, step):
+@given(
+    oldest=st.integers(0, 2**30),
+    count=st.integers(101, 3_000),
+    step=st.integers(1, 10**6),
+    oldest_first=st.booleans(),
+)
+def test_probes_find_where_history_begins_in_few_requests_and_leave_no_gap(
+    oldest, count, step, oldest_first
+):
     """History from 2011 while objects exist only lately: a handful of first pages find where
-    they begin (O(log) of the window), and every object stays in exactly one waiting or open
-    slice."""
+    they begin (O(log) of the window), with the oldest step probed first or not, and every
+    object stays in exactly one waiting or open slice."""
     end = 2**30 + 10**6
     created = sorted(oldest + (end - 1 - oldest) * i // (count - 1) for i in range(count))
-    scheduler = SliceScheduler(0, end, step, merge_up_to=2_500)
+    scheduler = SliceScheduler(0, end, step, merge_up_to=2_500, oldest_first=oldest_first)
     head = scheduler.head()
     assert head and read_top(head, created)
     scheduler.found_top(head)

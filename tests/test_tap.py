@@ -18,7 +18,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage, StateMessage
 
 from conftest import STREAMS, TEST_KEY, tap_config
-from tap_stripe_dd.client import schemas_dir, to_unix
+from tap_stripe_dd.client import STRIPE_EPOCH, schemas_dir, to_unix
 from tap_stripe_dd.emulator import StripeEmulator
 from tap_stripe_dd.emulator.server import LogEntry
 from tap_stripe_dd.records import to_rfc3339
@@ -169,6 +169,18 @@ def test_the_first_pages_are_asked_for_while_the_clock_is_read(emulator, run_tap
     assert set(asked[:2]) == {(start, None), (start, str(start + step))}, asked[:2]
     assert run.result().returncode == 0, run.result().stderr[-2000:]
     assert sorted(run.result().ids("charges")) == sorted(emulator.ids("charges"))
+
+
+def test_a_window_from_stripes_opening_spends_no_probe_on_its_oldest_step(emulator, run_tap):
+    """No start_date: history from 2011, where no account's begins, so its first step is not
+    asked for (it is with a start_date, above); where history does begin is found all the same."""
+    config = {k: v for k, v in tap_config(emulator).items() if k != "start_date"}
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr[-2000:]
+    oldest_step = str(STRIPE_EPOCH + config["slice_days"] * 86_400)
+    asked = [e.params for e in emulator.request_log if e.path == "/v1/charges"]
+    assert not [p for p in asked if p.get("created[lt]") == oldest_step], asked
+    assert sorted(run.ids("charges")) == sorted(emulator.ids("charges"))
 
 
 def first_request(emulator: StripeEmulator, path: str, run: Future, count: int = 1) -> LogEntry:
