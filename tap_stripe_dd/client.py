@@ -156,6 +156,12 @@ class StripeStream(RESTStream[str | None]):
         return headers
 
     @property
+    def _LOG_REQUEST_METRICS(self) -> bool:  # type: ignore[override]
+        """The SDK's timing of each request, a log record each: wanted with `log_metrics` only
+        (progress.py counts requests without it)."""
+        return self._tap.progress.log_metrics
+
+    @property
     def timeout(self) -> float:  # type: ignore[override]
         return float(self.config.get("request_timeout", 60))
 

@@ -28,6 +28,7 @@ def test_machine_metrics_are_a_setting_away(emulator, run_tap):
     run = run_tap(tap_config(emulator, log_metrics=True))
     assert run.returncode == 0, run.stderr[-2000:]
     assert '"metric":"record_count"' in run.stderr
+    assert '"metric":"http_request_duration"' in run.stderr
     assert "done: 1,800 objects from 6 streams" in run.stderr
 
 
