@@ -43,6 +43,11 @@ class Slice:
     #: Where history begins may lie inside it (it is cut from what `probe` left unknown): its
     #: first page's density says nothing of what lies below, so it is not split on it.
     floor: bool = False
+    #: The slice it was stolen from (`steal`), and whether a part stolen from this one held
+    #: nothing: then the density read above its cursor (a burst of objects, say) is not what
+    #: lies below, and it is not stolen from again, else each steal would halve an empty range.
+    stolen_from: Slice | None = None
+    sparse_below: bool = False
 
     def read(self, count: int, last_id: str, last_created: int, first_created: int) -> None:
         if self.newest is None:
@@ -257,13 +262,14 @@ class SliceScheduler:
         slice with the most objects left, if that is at least `min_objects`. Its fetcher keeps
         the newer half (dropping what a request already in flight returns from the stolen one)."""
         with self._lock:
-            victim = max(self._open, key=Slice.objects_left, default=None)
+            victims = (piece for piece in self._open if not piece.sparse_below)
+            victim = max(victims, key=Slice.objects_left, default=None)
             if victim is None or victim.position is None:
                 return None
             mid = (victim.gte + victim.position) // 2
             if victim.objects_left() < min_objects or mid <= victim.gte:
                 return None
-            stolen = Slice(victim.gte, mid)
+            stolen = Slice(victim.gte, mid, stolen_from=victim)
             victim.gte = mid
             self._open.add(stolen)
             return stolen
@@ -318,4 +324,7 @@ class SliceScheduler:
             self._open.discard(piece)
             self._objects += piece.seen
             self._seconds += piece.lt - piece.gte
+            if piece.stolen_from is not None and not piece.seen:
+                piece.stolen_from.sparse_below = True
+            piece.stolen_from = None
             return self._bookmark()
