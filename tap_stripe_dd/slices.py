@@ -43,11 +43,13 @@ class Slice:
     #: Where history begins may lie inside it (it is cut from what `probe` left unknown): its
     #: first page's density says nothing of what lies below, so it is not split on it.
     floor: bool = False
-    #: The slice it was stolen from (`steal`), and whether a part stolen from this one held
-    #: nothing: then the density read above its cursor (a burst of objects, say) is not what
-    #: lies below, and it is not stolen from again, else each steal would halve an empty range.
-    stolen_from: Slice | None = None
-    sparse_below: bool = False
+    #: The part stolen from it last (`steal`): until that has read objects, nothing more is
+    #: stolen from this one. An empty part says the density read above the cursor (a burst of
+    #: objects, say) is not what lies below: else each steal would halve an empty range.
+    stolen: Slice | None = None
+
+    def stealable(self) -> bool:
+        return self.stolen is None or self.stolen.seen > 0
 
     def read(self, count: int, last_id: str, last_created: int, first_created: int) -> None:
         if self.newest is None:
@@ -262,14 +264,14 @@ class SliceScheduler:
         slice with the most objects left, if that is at least `min_objects`. Its fetcher keeps
         the newer half (dropping what a request already in flight returns from the stolen one)."""
         with self._lock:
-            victims = (piece for piece in self._open if not piece.sparse_below)
+            victims = (piece for piece in self._open if piece.stealable())
             victim = max(victims, key=Slice.objects_left, default=None)
             if victim is None or victim.position is None:
                 return None
             mid = (victim.gte + victim.position) // 2
             if victim.objects_left() < min_objects or mid <= victim.gte:
                 return None
-            stolen = Slice(victim.gte, mid, stolen_from=victim)
+            stolen = victim.stolen = Slice(victim.gte, mid)
             victim.gte = mid
             self._open.add(stolen)
             return stolen
@@ -324,7 +326,4 @@ class SliceScheduler:
             self._open.discard(piece)
             self._objects += piece.seen
             self._seconds += piece.lt - piece.gte
-            if piece.stolen_from is not None and not piece.seen:
-                piece.stolen_from.sparse_below = True
-            piece.stolen_from = None
             return self._bookmark()

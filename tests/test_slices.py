@@ -91,22 +91,23 @@ def test_sparse_slices_merge_once_the_density_is_known_and_a_busy_one_is_stolen_
     assert scheduler.steal(min_objects=1) is None, "nothing is left in it to steal"
 
 
-def test_a_slice_whose_stolen_part_held_nothing_is_not_stolen_from_again():
+def test_a_slice_is_stolen_from_again_only_once_its_stolen_part_has_read_objects():
     """A burst of objects at the top of a long, empty window (new objects above a scan from the
-    oldest pending one) looks dense all the way down: once a stolen part comes back empty the
-    slice is read on alone, not halved request by request."""
-    scheduler = SliceScheduler(0, 10**6, 10**6)
-    burst = scheduler.take()
-    assert burst
-    burst.read(100, "txn_100", 999_990, 999_999)  # 100 objects in its newest 10 s
-    stolen = scheduler.steal(min_objects=400)
-    assert stolen and (stolen.gte, stolen.lt) == (0, 499_995)
-    again = scheduler.steal(min_objects=400)
-    assert again and again.stolen_from is burst, "still looks dense: stolen from while unread"
-    scheduler.complete(stolen)  # its first page: nothing
-    assert scheduler.steal(min_objects=400) is None
-    scheduler.complete(again)
-    assert scheduler.bookmark() == burst.gte, "the bookmark waits on what the burst still reads"
+    oldest pending one) looks dense all the way down: a stolen part that reads nothing leaves
+    the slice to be read on alone, not halved request by request; one that reads objects
+    proves the density, and the slice is shared further."""
+    for found in (0, 100):
+        scheduler = SliceScheduler(0, 10**6, 10**6)
+        victim = scheduler.take()
+        assert victim
+        victim.read(100, "txn_100", 999_990, 999_999)  # 100 objects in its newest 10 s
+        stolen = scheduler.steal(min_objects=400)
+        assert stolen and (stolen.gte, stolen.lt) == (0, 499_995)
+        assert scheduler.steal(min_objects=400) is None, "its stolen part has not read yet"
+        if found:
+            stolen.read(found, "txn_1", 400_000, 499_000)
+        stolen.drained = not found
+        assert bool(scheduler.steal(min_objects=400)) == bool(found)
 
 
 def test_a_fetcher_hands_its_slice_back_only_for_an_older_one_and_keeps_its_cursor():
