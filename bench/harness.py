@@ -1,8 +1,8 @@
 """The benchmark harness: each measure side by side in one run, against the emulator, as ratios.
 
-`python -m bench [--quick]` runs E (the emulator's speed), P1..P4 and P6 (accounts,
-bench/accounts.py), prints a table and writes
-bench/RESULTS.md.
+`python -m bench [--quick]` runs E (the emulator's speed), P1..P5, I and P6 (accounts,
+bench/accounts.py), prints a table and adds it atop bench/RESULTS.md, above the earlier runs'
+(whose notes say what changed between them).
 The emulator runs as its own process, so that it never shares the tap's interpreter.
 """
 
@@ -556,19 +556,27 @@ def main(argv: list[str] | None = None) -> int:
     report = render(rows, " ".join(["python -m bench", *(argv or sys.argv[1:])]))
     print(report)
     if not args.only:
-        (ROOT / "bench" / "RESULTS.md").write_text(report)
+        record(report, ROOT / "bench" / "RESULTS.md")
     return 0
 
 
 from bench.changes import p5_changes  # noqa: E402  (it builds on this module)
 
+RESULTS_TITLE = "# Benchmark results"
+
+
+def record(report: str, path: Path) -> None:
+    """A full run goes atop RESULTS.md: the runs before it stay below, for the spread."""
+    earlier = path.read_text().removeprefix(RESULTS_TITLE).lstrip("\n") if path.exists() else ""
+    path.write_text(f"{RESULTS_TITLE}\n\n{report}\n{earlier}")
+
 
 def render(rows: list[Row], command: str) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        "# Benchmark results",
+        f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{command}`",
         "",
-        f"Command: `{command}` on {machine}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"On {machine}.",
         "",
         "| measure | ratio | goal | detail |",
         "|---|---:|---|---|",
