@@ -119,6 +119,15 @@ def test_balance_transactions_become_available_without_an_event(emu):
     assert not [e for e in events(emu) if e["data"]["object"]["object"] == "balance_transaction"]
 
 
+def test_balance_transactions_of_data_that_ended_long_ago_are_all_available():
+    """Pending at the data set's end, a year before the clock: available since, as on Stripe."""
+    end = NOW - 365 * DAY
+    with StripeEmulator(seed=3, objects=3_000, created_to=end, now=NOW, frozen=True) as old:
+        listed = walk(old, "balance_transactions")
+    assert [t for t in listed if t["available_on"] > end], "none was pending: proves nothing"
+    assert {t["status"] for t in listed} == {"available"}
+
+
 def test_open_disputes_move_to_review_then_close(emu):
     open_ = [d for d in walk(emu, "disputes") if d["status"] == "needs_response"]
     assert open_

@@ -11,7 +11,8 @@ set's end adds its reinstatement after the clock's start, so a data set of N obj
 with N. Objects created in the last 30 days also record their creation events, so the events
 feed has the month Stripe keeps (a refund's with its charge's charge.refunded, a chargeback's
 with charge.dispute.funds_withdrawn). Balance transactions `pending` at the end of the data
-become `available` at their `available_on` (without an event, as on Stripe).
+become `available` at their `available_on` (without an event, as on Stripe), also when the data
+set ended long before the clock's start.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def adopt(state: State, now: int) -> None:
     dataset = state.dataset
     for resource in RESOURCES:
         window = WINDOWS.get(resource, RETENTION)
-        first = dataset.timeline.first_index_from((now - window, -1))
+        young_at = now
+        if resource == "balance_transactions":
+            # Pending at a data set's end long before the clock's start: available since
+            # (that records no event and adds no object, unlike the other lifecycles).
+            young_at = min(now, dataset.end)
+        first = dataset.timeline.first_index_from((young_at - window, -1))
         for index in range(first, dataset.count):
             if resource in LIFECYCLES:
                 restart(state, resource, index, state.get(resource, index), now)
