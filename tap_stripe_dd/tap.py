@@ -23,8 +23,9 @@ import requests
 import simplejson
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder, serialize_jsonl
+from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._state import StateWriter
 from singer_sdk.singerlib import Message, RecordMessage, StateMessage
 
 from tap_stripe_dd.accounts import SETTINGS as ACCOUNT_SETTINGS
@@ -65,13 +66,16 @@ class StripeWriter(MsgSpecWriter):
 
     def write_message(self, message: Message) -> None:
         if isinstance(message, StateMessage):
-            # The line `format_message` writes, without the copy of the whole state (every
-            # account's partitions) that its `dataclasses.asdict` makes first.
-            sys.stdout.buffer.write(serialize_jsonl({"type": "STATE", "value": message.value}))
-        else:
-            sys.stdout.buffer.write(self.format_message(message))
+            self.write_line(state_line(message.value))
+            return
+        sys.stdout.buffer.write(self.format_message(message))
         if not isinstance(message, RecordMessage):
             sys.stdout.flush()
+
+    def write_line(self, line: bytes) -> None:
+        """A message line, written at once with every record before it."""
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
 
     def write_records(self, stream: str, records: list[dict], time_extracted: datetime) -> None:
         """The lines `write_message` writes for `RecordMessage(stream, record, time_extracted)`
@@ -87,6 +91,29 @@ class StripeWriter(MsgSpecWriter):
             encoder.encode_into(message, lines, -1)
             lines.extend(b"\n")
         sys.stdout.buffer.write(lines)
+
+
+def state_line(state: dict) -> bytes:
+    """The line `format_message` writes for a STATE, without the copy of the whole state (every
+    account's partitions) that its `dataclasses.asdict` makes first; a line of its own, not
+    the SDK's shared buffer that `serialize_jsonl` returns (the next line overwrites it)."""
+    return encoder.encode({"type": "STATE", "value": state}) + b"\n"
+
+
+class StateLines(StateWriter):
+    """A STATE goes out when it differs from the last one: compared as its line, where the
+    SDK keeps a deep copy of the whole state to compare with (5 MiB for 1,000 accounts)."""
+
+    def __init__(self, writer: StripeWriter) -> None:
+        super().__init__(writer)
+        self._writer = writer
+        self._last: bytes | None = None
+
+    def write_state(self, state: dict) -> None:
+        line = state_line(state)
+        if line != self._last:
+            self._writer.write_line(line)
+            self._last = line
 
 
 def _filter_type(stream: type[StripeStream]) -> th.ObjectType:
@@ -280,6 +307,7 @@ class TapStripe(Tap):
         self._sdk_lock = threading.Lock()
         self._batch_run: BatchRun | None = None
         super().__init__(*args, **kwargs)
+        self._state_writer = StateLines(t.cast("StripeWriter", self.message_writer))
         self.progress = Progress(
             self.logger,
             interval=float(self.config.get("progress_seconds", DEFAULT_INTERVAL)),

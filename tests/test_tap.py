@@ -349,3 +349,12 @@ def test_the_environments_proxy_and_no_proxy_are_honoured(emulator, run_tap, mon
     direct = run_tap(config)
     assert direct.returncode == 0, direct.stderr[-2000:]
     assert direct.records
+
+
+def test_a_state_goes_out_only_when_it_changed(emulator, run_tap):
+    """The SDK asks for a STATE at many points (each page, each stream's end); one equal to
+    the last one written is not written again."""
+    run = run_tap(tap_config(emulator, account_ids="all", lookback_seconds=0))
+    assert run.returncode == 0, run.stderr
+    assert len(run.states) > 3
+    assert all(a != b for a, b in zip(run.states, run.states[1:], strict=False))
