@@ -287,11 +287,17 @@ def target_loading(wh: Warehouse) -> bool:
 def disputes_first_then_stalled(emulator: StripeEmulator) -> None:
     """Disputes complete their first slice at once, then stall; the other streams start a
     second later and fill batches: the target's first STATE carries a disputes bookmark, its
-    first flushes are other streams'."""
+    first flushes are other streams'. The stall is the fourth request: the window's head, then
+    the first slice's two pages (its 90 days hold 37 disputes, 25 a page)."""
     for stream in STREAMS:
         if stream != "disputes":
             emulator.script_fault(f"/v1/{stream}", nth=1, kind="slow", seconds=1)
-    emulator.script_fault("/v1/disputes", nth=3, kind="slow", seconds=60)
+    emulator.script_fault("/v1/disputes", nth=4, kind="slow", seconds=60)
+
+
+def disputes_stalled(emulator: StripeEmulator) -> bool:
+    """A disputes request is still unanswered: the stall, with one request at a time."""
+    return any(e.path == "/v1/disputes" and e.status is None for e in emulator.request_log)
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,8 @@ class MeltanoKill:
     when: Callable[[Warehouse, StripeEmulator], bool]
     settings: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[StripeEmulator], None] = lambda emulator: None
+    #: Still true once the group is killed: else the kill came later than the case says.
+    holds: Callable[[StripeEmulator], bool] = lambda emulator: True
 
 
 MELTANO_KILLS = {
@@ -315,6 +323,7 @@ MELTANO_KILLS = {
         lambda wh, emu: saved_bookmark(wh, "disputes"),
         {"TAP_STRIPE_DD_MAX_CONCURRENCY": "1"},
         disputes_first_then_stalled,
+        disputes_stalled,
     ),
 }
 MELTANO_KILL_CASES = [
@@ -338,6 +347,7 @@ def test_meltano_run_killed_then_run_again_loads_everything_once(
     killed = kill_meltano_run(wh, emulator, lambda: kill.when(wh, emulator), kill.who)
     remove_files(killed.leftovers)
     assert killed.returncode != 0
+    assert kill.holds(emulator), f"{case}: the kill came too late"
     emulator.clear_log()
     # After a killed group a plain run is refused for five minutes (see the xfail below).
     rerun = wh.meltano(*RUN_JOB[:3], "--force", RUN_JOB[3]) if kill.who == "group" else wh.run_job()
