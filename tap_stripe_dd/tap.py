@@ -26,7 +26,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.helpers._state import StateWriter
-from singer_sdk.singerlib import Message, RecordMessage, StateMessage
+from singer_sdk.singerlib import Message, RecordMessage
 
 from tap_stripe_dd.accounts import SETTINGS as ACCOUNT_SETTINGS
 from tap_stripe_dd.accounts import Directory
@@ -65,15 +65,12 @@ class StripeWriter(MsgSpecWriter):
     still leaves only after every record before it."""
 
     def write_message(self, message: Message) -> None:
-        if isinstance(message, StateMessage):
-            self.write_line(state_line(message.value))
-            return
         sys.stdout.buffer.write(self.format_message(message))
         if not isinstance(message, RecordMessage):
             sys.stdout.flush()
 
     def write_line(self, line: bytes) -> None:
-        """A message line, written at once with every record before it."""
+        """A STATE's line (`StateLines`), written at once with every record before it."""
         sys.stdout.buffer.write(line)
         sys.stdout.flush()
 
@@ -104,15 +101,16 @@ class StateLines(StateWriter):
     """A STATE goes out when it differs from the last one: compared as its line, where the
     SDK keeps a deep copy of the whole state to compare with (5 MiB for 1,000 accounts)."""
 
+    _message_writer: StripeWriter
+
     def __init__(self, writer: StripeWriter) -> None:
         super().__init__(writer)
-        self._writer = writer
         self._last: bytes | None = None
 
     def write_state(self, state: dict) -> None:
         line = state_line(state)
         if line != self._last:
-            self._writer.write_line(line)
+            self._message_writer.write_line(line)
             self._last = line
 
 
